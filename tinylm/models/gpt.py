@@ -1,0 +1,142 @@
+"""GPT: a decoder-only transformer, in the order data flows through it.
+
+tokens -> token + position embeddings -> n_layer x Block(pre-LN attention, pre-LN MLP)
+-> final LayerNorm -> logits over the vocabulary (output matrix tied to the input
+embedding). Names follow nanoGPT/GPT-2 so readers can cross-reference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from tinylm import backends, ops
+from tinylm.errors import ConfigError
+from tinylm.nn import Dropout, Embedding, LayerNorm, Linear, Module
+from tinylm.tensor import Tensor, no_grad
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 65
+    block_size: int = 64      # longest context the model sees
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True         # biases in Linear layers (LayerNorm always has them)
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                              f"try n_embd {self.n_head * max(1, round(self.n_embd / self.n_head))}")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown GPT config field(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+class CausalSelfAttention(Module):
+    """Multi-head self-attention in which position t sees positions 0..t only."""
+
+    def __init__(self, cfg: GPTConfig, rng: np.random.Generator):
+        self.n_head = cfg.n_head
+        self.c_attn = Linear(cfg.n_embd, 3 * cfg.n_embd, rng, cfg.bias)  # fused q, k, v
+        # residual projections get std 0.02/sqrt(2 n_layer) (GPT-2): the residual
+        # stream's variance then stays O(1) however deep the model is
+        self.c_proj = Linear(cfg.n_embd, cfg.n_embd, rng, cfg.bias,
+                             std=0.02 / math.sqrt(2 * cfg.n_layer))
+        self.resid_dropout = Dropout(cfg.dropout)
+
+    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(3, axis=2)                        # 3 x (B, T, C)
+        split = lambda t: t.reshape(B, T, self.n_head, C // self.n_head).transpose(0, 2, 1, 3)
+        return split(q), split(k), split(v)                              # (B, H, T, D)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self._heads(x)
+        y = ops.causal_attention(q, k, v)                                # (B, H, T, D)
+        y = y.transpose(0, 2, 1, 3).reshape(B, T, C)                     # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    @no_grad()
+    def attention_weights(self, x: Tensor) -> Tensor:
+        """The attention pattern softmax(q k^T / sqrt(D) + mask): (B, H, T, T), rows sum to 1."""
+        q, k, _ = self._heads(x)
+        T, D = q.shape[2], q.shape[3]
+        scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(D))         # (B, H, T, T)
+        future = np.triu(np.ones((T, T), dtype=bool), k=1)
+        return ops.masked_fill(scores, future, -np.inf).softmax(axis=-1)
+
+
+class MLP(Module):
+    """Position-wise feed-forward: Linear(C, 4C) -> GELU -> Linear(4C, C)."""
+
+    def __init__(self, cfg: GPTConfig, rng: np.random.Generator):
+        self.c_fc = Linear(cfg.n_embd, 4 * cfg.n_embd, rng, cfg.bias)
+        self.c_proj = Linear(4 * cfg.n_embd, cfg.n_embd, rng, cfg.bias,
+                             std=0.02 / math.sqrt(2 * cfg.n_layer))
+        self.dropout = Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(ops.gelu(self.c_fc(x))))
+
+
+class Block(Module):
+    """Pre-LN residual block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
+
+    def __init__(self, cfg: GPTConfig, rng: np.random.Generator):
+        self.ln_1 = LayerNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg, rng)
+        self.ln_2 = LayerNorm(cfg.n_embd)
+        self.mlp = MLP(cfg, rng)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(Module):
+    """The language model: token ids (B, T) -> next-token logits (B, T, V)."""
+
+    def __init__(self, cfg: GPTConfig, seed: int = 0):
+        self.config = cfg
+        rng = np.random.default_rng(seed)  # initialised on the host: identical on every backend
+        self.wte = Embedding(cfg.vocab_size, cfg.n_embd, rng)
+        self.wpe = Embedding(cfg.block_size, cfg.n_embd, rng)
+        self.drop = Dropout(cfg.dropout)
+        self.blocks = [Block(cfg, rng) for _ in range(cfg.n_layer)]
+        self.ln_f = LayerNorm(cfg.n_embd)
+
+    def forward(self, idx, targets=None):
+        """idx (B, T) int -> logits (B, T, V), and the mean cross-entropy when targets are given."""
+        idx = idx.data if isinstance(idx, Tensor) else idx
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}; "
+                             "crop the input to the last block_size tokens")
+        pos = backends.current().xp.arange(T)
+        x = self.drop(self.wte(idx) + self.wpe(pos))                     # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        x = self.ln_f(x)
+        logits = x @ self.wte.weight.T                                   # (B, T, V), tied weights
+        loss = ops.cross_entropy(logits, targets) if targets is not None else None
+        return logits, loss

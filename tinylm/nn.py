@@ -1,0 +1,172 @@
+"""Modules: parameters with a forward pass, composed into a transformer.
+
+A Module finds its parameters and sub-modules by walking its attributes (in the
+order they were set), so a layer is just a class whose ``__init__`` assigns
+Parameters and Modules and whose ``forward`` reads like the equation.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from tinylm import backends, ops
+from tinylm.errors import CheckpointError
+from tinylm.tensor import Tensor, get_default_dtype
+
+
+class Parameter(Tensor):
+    """A Tensor that is a trainable weight of a Module (requires_grad=True)."""
+
+    __slots__ = ()
+
+    def __init__(self, data, dtype=None):
+        super().__init__(data, requires_grad=True, dtype=dtype or get_default_dtype())
+
+
+class Module:
+    """Base class: ``__call__`` runs ``forward``; parameters are found by attribute walk."""
+
+    training = True
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    # -- discovery ------------------------------------------------------------
+    def _children(self) -> Iterator[tuple[str, object]]:
+        for name, value in vars(self).items():
+            if isinstance(value, (Parameter, Module)):
+                yield name, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, (Parameter, Module)):
+                        yield f"{name}.{i}", item
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        yield prefix, self
+        for name, child in self._children():
+            if isinstance(child, Module):
+                yield from child.named_modules(f"{prefix}{name}.")
+
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        """(dotted name, parameter), each shared parameter once under its first name."""
+        seen = set()
+        for prefix, module in self.named_modules():
+            for name, child in module._children():
+                if isinstance(child, Parameter) and id(child) not in seen:
+                    seen.add(id(child))
+                    yield prefix + name, child
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.parameters())
+
+    # -- modes ----------------------------------------------------------------
+    def train(self, mode: bool = True) -> "Module":
+        for _, module in self.named_modules():
+            module.training = mode
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    # -- state ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host (NumPy) copies of every parameter, by dotted name."""
+        to_host = backends.current().to_host
+        return {name: np.array(to_host(p.data)) for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy ``state`` into the parameters; names and shapes must match exactly."""
+        params = dict(self.named_parameters())
+        missing = sorted(set(params) - set(state))
+        unexpected = sorted(set(state) - set(params))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"state does not fit the model: missing {missing[:3]}{'...' if len(missing) > 3 else ''}"
+                f", unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+        backend = backends.current()
+        for name, p in params.items():
+            value = state[name]
+            if tuple(value.shape) != p.shape:
+                raise CheckpointError(f"parameter {name} has shape {tuple(value.shape)} in the "
+                                      f"state but {p.shape} in the model")
+            p.data = backend.from_host(backend.to_host(value), dtype=p.dtype)
+
+    def to(self, dtype=None, backend=None) -> "Module":
+        """Move every parameter to ``backend`` (a name) and/or cast it to ``dtype``."""
+        source = backends.current()
+        target = backends.get_backend(backend) if isinstance(backend, str) else (backend or source)
+        for p in self.parameters():
+            host = source.to_host(p.data)
+            p.data = target.from_host(host, dtype=dtype or host.dtype)
+            p.grad = None
+        return self
+
+
+def _normal(rng: np.random.Generator, shape, std: float) -> Parameter:
+    return Parameter(backends.current().from_host(rng.normal(0.0, std, size=shape)),
+                     dtype=get_default_dtype())
+
+
+def _zeros(shape) -> Parameter:
+    return Parameter(backends.current().xp.zeros(shape))
+
+
+def _ones(shape) -> Parameter:
+    return Parameter(backends.current().xp.ones(shape))
+
+
+class Linear(Module):
+    """y = x W + b with W of shape (in, out) (GPT-2's Conv1D layout)."""
+
+    def __init__(self, n_in: int, n_out: int, rng: np.random.Generator, bias: bool = True,
+                 std: float = 0.02):
+        self.weight = _normal(rng, (n_in, n_out), std)
+        self.bias = _zeros((n_out,)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x @ self.weight                                           # (..., in) @ (in, out)
+        return y + self.bias if self.bias is not None else y
+
+
+class Embedding(Module):
+    """Row lookup: token ids (...) -> vectors (..., C)."""
+
+    def __init__(self, n_rows: int, dim: int, rng: np.random.Generator, std: float = 0.02):
+        self.weight = _normal(rng, (n_rows, dim), std)
+
+    def forward(self, idx) -> Tensor:
+        return ops.embedding(self.weight, idx)
+
+
+class LayerNorm(Module):
+    """Normalise the last axis to zero mean and unit variance, then scale and shift."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        self.weight = _ones((dim,))
+        self.bias = _zeros((dim,))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class Dropout(Module):
+    """Zero each element with probability p while training (inverted scaling)."""
+
+    def __init__(self, p: float = 0.0):
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.dropout(x, self.p, self.training)

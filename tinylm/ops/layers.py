@@ -1,0 +1,79 @@
+"""The transformer's fused operations: each calls a forward/backward kernel pair.
+
+The kernels' reference definitions are in ``backends/numpy_backend.py``; other
+backends provide faster versions of the same pairs. The equations are repeated
+here so that a reader of the op sees what it computes.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tinylm import backends
+from tinylm.tensor import Tensor, kernels, xp
+
+
+# y = (x - mean) / sqrt(var + eps) * w + b  over the last axis
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    k = kernels()
+    y, mean, rstd = k.layernorm_forward(x.data, weight.data, bias.data, eps)
+
+    def vjp(g):
+        return k.layernorm_backward(g, x.data, weight.data, mean, rstd)
+    return Tensor._result(y, (x, weight, bias), vjp, "layer_norm")
+
+
+# y = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2's GELU)
+def gelu(x: Tensor) -> Tensor:
+    k = kernels()
+    return Tensor._result(k.gelu_forward(x.data), (x,),
+                          lambda g: (k.gelu_backward(g, x.data),), "gelu")
+
+
+# y = max(x, 0);  dx = g [x > 0]
+def relu(x: Tensor) -> Tensor:
+    positive = x.data > 0
+    return Tensor._result(x.data * positive, (x,), lambda g: (g * positive,), "relu")
+
+
+# y = x m / (1 - p),  m ~ Bernoulli(1 - p);  dx = g m / (1 - p)
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """Inverted dropout; the identity when not training or p == 0."""
+    if not training or p == 0.0:
+        return x
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    keep = backends.current().rng.random(x.shape, dtype=x.dtype) >= p
+    scale = keep * x.dtype.type(1.0 / (1.0 - p))
+    return Tensor._result(x.data * scale, (x,), lambda g: (g * scale,), "dropout")
+
+
+# loss = mean over kept rows of (logsumexp(z) - z[target]);  dz = (softmax(z) - onehot) / n
+def cross_entropy(logits: Tensor, targets, ignore_index: int = -100) -> Tensor:
+    """logits (..., V), integer targets (...) -> scalar mean loss over targets != ignore_index."""
+    targets = targets.data if isinstance(targets, Tensor) else xp().asarray(targets)
+    V = logits.shape[-1]
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(f"targets of shape {tuple(targets.shape)} do not match "
+                         f"logits of shape {logits.shape} (expected {logits.shape[:-1]})")
+    k = kernels()
+    z = logits.data.reshape(-1, V)                                    # (N, V)
+    t = targets.reshape(-1)                                           # (N,)
+    loss, probs, n_valid = k.softmax_xent_forward(z, t, ignore_index)
+
+    def vjp(g):
+        dz = k.softmax_xent_backward(g, probs, t, ignore_index, n_valid)
+        return (dz.reshape(logits.shape),)
+    return Tensor._result(xp().asarray(loss), (logits,), vjp, "cross_entropy")
+
+
+# y = softmax(q k^T / sqrt(D) + causal mask) v
+def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """q, k, v (B, H, T, D) -> (B, H, T, D); query t attends to keys 0..t."""
+    kern = kernels()
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    y, saved = kern.attention_forward(q.data, k.data, v.data, scale)
+
+    def vjp(g):
+        return kern.attention_backward(g, q.data, k.data, v.data, saved, scale)
+    return Tensor._result(y, (q, k, v), vjp, "causal_attention")

@@ -1,0 +1,137 @@
+"""Optimizers, the learning-rate schedule and gradient clipping."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tinylm import backends
+from tinylm.errors import CheckpointError, ConfigError
+from tinylm.nn import Module, Parameter
+
+
+def decay_groups(model: Module) -> tuple[list[Parameter], list[Parameter]]:
+    """(decayed, not decayed): matrices and embeddings decay; biases and LayerNorm gains do not."""
+    params = model.parameters()
+    return [p for p in params if p.ndim >= 2], [p for p in params if p.ndim < 2]
+
+
+class AdamW:
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW.
+
+    ``params`` is a model (decay by :func:`decay_groups`) or a list of parameters
+    (all decayed). The update itself is the backend's ``adamw_update`` kernel.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01):
+        if lr <= 0:
+            raise ConfigError(f"learning rate must be positive, got {lr}")
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ConfigError(f"betas must be in [0, 1), got {tuple(betas)}")
+        if weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
+        if isinstance(params, Module):
+            decay, no_decay = decay_groups(params)
+        else:
+            decay, no_decay = list(params), []
+        self.groups = [(decay, weight_decay), (no_decay, 0.0)]
+        self.params = decay + no_decay
+        self.lr, self.betas, self.eps = lr, tuple(betas), eps
+        xp = backends.current().xp
+        self.m = [xp.zeros_like(p.data) for p in self.params]
+        self.v = [xp.zeros_like(p.data) for p in self.params]
+        self.step_count = 0
+
+    def step(self, lr: float | None = None) -> None:
+        """One update of every parameter that has a gradient, at ``lr`` (default self.lr)."""
+        lr = self.lr if lr is None else lr
+        self.step_count += 1
+        update = backends.current().kernels.adamw_update
+        i = 0
+        for group, wd in self.groups:
+            for p in group:
+                if p.grad is not None:
+                    update(p.data, p.grad, self.m[i], self.v[i], lr, self.betas[0],
+                           self.betas[1], self.eps, wd, self.step_count)
+                i += 1
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays: first and second moments by index, JSON-able scalars)."""
+        to_host = backends.current().to_host
+        arrays = {}
+        for i, (m, v) in enumerate(zip(self.m, self.v)):
+            arrays[f"m.{i}"] = np.array(to_host(m))
+            arrays[f"v.{i}"] = np.array(to_host(v))
+        return arrays, {"step": self.step_count, "lr": self.lr}
+
+    def load_state_dict(self, arrays: dict, scalars: dict) -> None:
+        backend = backends.current()
+        for i, p in enumerate(self.params):
+            for name, store in (("m", self.m), ("v", self.v)):
+                key = f"{name}.{i}"
+                if key not in arrays or tuple(arrays[key].shape) != p.shape:
+                    raise CheckpointError(f"optimizer state {key} is missing or does not "
+                                          f"match parameter shape {p.shape}")
+                store[i] = backend.from_host(arrays[key], dtype=p.dtype)
+        self.step_count = int(scalars["step"])
+
+
+class SGD:
+    """Stochastic gradient descent with optional momentum: v = mu v + g;  p -= lr v."""
+
+    def __init__(self, params, lr: float = 1e-2, momentum: float = 0.0):
+        if lr <= 0:
+            raise ConfigError(f"learning rate must be positive, got {lr}")
+        self.params = params.parameters() if isinstance(params, Module) else list(params)
+        self.lr, self.momentum = lr, momentum
+        self.velocity = [None] * len(self.params)
+
+    def step(self, lr: float | None = None) -> None:
+        lr = self.lr if lr is None else lr
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            if self.momentum:
+                v = self.velocity[i]
+                self.velocity[i] = p.grad.copy() if v is None else v * self.momentum + p.grad
+                p.data -= lr * self.velocity[i]
+            else:
+                p.data -= lr * p.grad
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+def cosine_lr(step: int, lr: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:
+    """Linear warmup to ``lr``, then cosine decay to ``min_lr`` at ``decay_iters`` (nanoGPT's)."""
+    if step < warmup_iters:
+        return lr * (step + 1) / (warmup_iters + 1)
+    if step >= decay_iters:
+        return min_lr
+    ratio = (step - warmup_iters) / max(1, decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+
+def clip_grad_norm(params, max_norm: float):
+    """Scale all gradients so their global L2 norm is at most ``max_norm``; return the norm before.
+
+    norm = sqrt(Σ_p Σ g_p^2);  g_p *= min(1, max_norm / (norm + 1e-6))   (as torch's clip_grad_norm_)
+    The norm stays a backend scalar: reading it would stall a GPU every step.
+    """
+    xp = backends.current().xp
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return xp.zeros(())
+    total = xp.sqrt(sum((p.grad * p.grad).sum() for p in params))
+    if max_norm > 0:
+        scale = xp.minimum(1.0, max_norm / (total + 1e-6)).astype(params[0].grad.dtype)
+        for p in params:
+            p.grad = p.grad * scale  # not in place: a gradient array may be shared
+    return total

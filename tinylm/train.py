@@ -1,0 +1,195 @@
+"""The training loop: one function that every backend runs.
+
+Each step: sample a batch, forward, backward, clip the global gradient norm,
+one AdamW update at the scheduled learning rate. Every ``eval_interval`` steps
+the train and validation losses are estimated on fixed batches and a
+checkpoint is written. Progress goes to a callback so the library never prints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Callable
+
+import numpy as np
+
+from tinylm import backends
+from tinylm.data import BatchSampler
+from tinylm.errors import ConfigError, TrainingDiverged
+from tinylm.nn import Module
+from tinylm.optim import AdamW, clip_grad_norm, cosine_lr
+from tinylm.tensor import no_grad
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 12
+    max_iters: int = 2000
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int = 0          # 0: decay over max_iters
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0           # 0 disables clipping
+    eval_interval: int = 250
+    eval_iters: int = 20
+    log_interval: int = 10
+    seed: int = 1337
+
+    def __post_init__(self):
+        positive = ("batch_size", "max_iters", "eval_interval", "eval_iters", "log_interval")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("warmup_iters", "lr_decay_iters", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+        for name in ("learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.min_lr <= self.learning_rate:
+            raise ConfigError(f"min_lr must be in [0, learning_rate={self.learning_rate}], "
+                              f"got {self.min_lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("weight_decay and grad_clip must be >= 0")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+
+    @property
+    def decay_iters(self) -> int:
+        return self.lr_decay_iters or self.max_iters
+
+    def lr_at(self, step: int) -> float:
+        return cosine_lr(step, self.learning_rate, self.min_lr, self.warmup_iters, self.decay_iters)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown training config field(s) {unknown}")
+        return cls(**d)
+
+
+def make_optimizer(model: Module, cfg: TrainConfig) -> AdamW:
+    return AdamW(model, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
+                 weight_decay=cfg.weight_decay)
+
+
+@no_grad()
+def estimate_loss(model: Module, ids: np.ndarray, block_size: int, batch_size: int,
+                  iters: int, seed: int = 0) -> float:
+    """Mean loss over ``iters`` batches drawn with a fixed seed (the same batches every call)."""
+    was_training = model.training
+    model.eval()
+    sampler = BatchSampler(ids, block_size, batch_size, seed)
+    total = 0.0
+    for _ in range(iters):
+        x, y = sampler.next()
+        _, loss = model(x, y)
+        total += float(loss.item())
+    model.train(was_training)
+    return total / iters
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training and must be saved for an exact resume."""
+
+    model: Module
+    optimizer: AdamW
+    sampler: BatchSampler
+    step: int = 0
+    history: list = None  # [(step, train_loss, val_loss)] at each evaluation
+
+    def __post_init__(self):
+        self.history = self.history or []
+
+
+def new_state(model: Module, train_ids: np.ndarray, cfg: TrainConfig) -> TrainState:
+    backends.current().seed(cfg.seed)
+    sampler = BatchSampler(train_ids, model.config.block_size, cfg.batch_size, cfg.seed)
+    return TrainState(model, make_optimizer(model, cfg), sampler)
+
+
+def _check_finite(loss_value: float, state: TrainState) -> None:
+    if math.isfinite(loss_value):
+        return
+    bad = next((name for name, p in state.model.named_parameters()
+                if p.grad is not None and not bool(np.isfinite(backends.current().to_host(p.grad)).all())),
+               None)
+    where = f"; first non-finite gradient: {bad}" if bad else ""
+    raise TrainingDiverged(f"loss became {loss_value} at step {state.step}{where}; try a lower "
+                           "--learning-rate, --grad-clip 1.0, or float32")
+
+
+def train(state: TrainState, val_ids: np.ndarray, cfg: TrainConfig,
+          on_event: Callable[[dict], None] = lambda event: None,
+          save: Callable[[TrainState], None] | None = None,
+          stop_requested: Callable[[], bool] = lambda: False) -> TrainState:
+    """Run from ``state.step`` to ``cfg.max_iters``; returns the final state.
+
+    ``on_event`` receives dicts: {"event": "step", step, loss, lr, ms_per_iter, tokens_per_s}
+    every ``log_interval`` steps, and {"event": "eval", step, train_loss, val_loss}.
+    ``save(state)`` is called after each evaluation and at the end;
+    ``stop_requested()`` is polled after every step (for a clean Ctrl-C).
+    """
+    model, opt, backend = state.model, state.optimizer, backends.current()
+    block = model.config.block_size
+    tokens_per_step = cfg.batch_size * block
+    model.train()
+    pending, carried, t0 = [], 0.0, time.perf_counter()
+    while state.step < cfg.max_iters:
+        step = state.step
+        lr = cfg.lr_at(step)
+        x, y = state.sampler.next()
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        if cfg.grad_clip > 0:
+            clip_grad_norm(opt.params, cfg.grad_clip)
+        opt.step(lr)
+        state.step += 1
+        pending.append(loss.data)  # read at the logging interval: no device sync per step
+
+        last = state.step == cfg.max_iters
+        if state.step % cfg.log_interval == 0 or last:
+            backend.synchronize()
+            elapsed = carried + time.perf_counter() - t0
+            value = float(backend.to_host(pending[-1]))
+            _check_finite(value, state)
+            on_event({"event": "step", "step": state.step, "loss": value, "lr": lr,
+                      "ms_per_iter": 1e3 * elapsed / len(pending),
+                      "tokens_per_s": tokens_per_step * len(pending) / elapsed})
+            pending, carried, t0 = [], 0.0, time.perf_counter()
+        if state.step % cfg.eval_interval == 0 or last:
+            backend.synchronize()
+            carried += time.perf_counter() - t0  # evaluation and saving are not training time
+            train_loss = estimate_loss(model, state.sampler.ids, block, cfg.batch_size,
+                                       cfg.eval_iters, seed=cfg.seed + 1)
+            val_loss = estimate_loss(model, val_ids, block, cfg.batch_size, cfg.eval_iters,
+                                     seed=cfg.seed + 2)
+            state.history.append((state.step, train_loss, val_loss))
+            on_event({"event": "eval", "step": state.step, "train_loss": train_loss,
+                      "val_loss": val_loss})
+            if save is not None:
+                save(state)
+            t0 = time.perf_counter()
+        if stop_requested() and not last:
+            if save is not None:
+                save(state)
+            on_event({"event": "stopped", "step": state.step})
+            break
+    return state
