@@ -34,6 +34,9 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on the CPU); call before timing."""
 
+    def set_threads(self, n: int) -> None:
+        """Use ``n`` CPU threads for this backend's own kernels (a no-op where it has none)."""
+
     # randomness --------------------------------------------------------------
     def seed(self, seed: int) -> None:
         """Reseed the generator used for dropout masks."""
