@@ -1,0 +1,68 @@
+"""Atomic file writes: a file on disk is either the old version or the new one, never half.
+
+A checkpoint written while the disk fills up, or while the process is killed,
+must not destroy the previous checkpoint. So we write to a temporary file in
+the same directory (same filesystem, so the rename is atomic), flush it to the
+disk with ``fsync``, and only then ``os.replace`` it onto the target. Errors are
+re-raised as the original ``OSError``: the caller decides whether that is a
+``CheckpointError`` or something else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see ``atomic_writer``)."""
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Yield a binary file whose contents replace ``path`` only if the block succeeds.
+
+    Use it for large files that are written piece by piece, so the whole
+    payload never has to exist as one ``bytes`` object. If anything raises
+    inside the block or while writing (``ENOSPC``, ``EIO``, a bug in the
+    caller), the temporary file is removed, the exception propagates unchanged
+    and the previous file at ``path`` is left as it was.
+    """
+    path = Path(path)
+    # Dot-prefixed and random, so it neither shows up in listings nor collides
+    # with a concurrent writer of the same target.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666 lets the umask decide permissions, as for a plain open()
+    # (tempfile.mkstemp would force 0o600 on every checkpoint).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())  # data on disk before the rename makes it visible
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist a rename by syncing its directory; best effort (not possible on Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the rename itself succeeded
+    finally:
+        os.close(fd)
