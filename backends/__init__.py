@@ -47,6 +47,12 @@ def availability(name: str) -> tuple[bool, str]:
         return False, str(exc)
 
 
+def describe(name: str) -> str:
+    """What the backend runs on, without starting it (the module's ``describe()``)."""
+    module = _module(name)
+    return module.describe() if hasattr(module, "describe") else name
+
+
 def available_backends() -> list[tuple[str, bool, str]]:
     """Every registered backend as (name, usable, reason-if-not)."""
     return [(name, *availability(name)) for name in REGISTRY]
@@ -92,5 +98,5 @@ def use(backend: str | Backend):
 
 __all__ = [
     "Backend", "REGISTRY", "available_backends", "availability", "current",
-    "get_backend", "set_backend", "use",
+    "describe", "get_backend", "set_backend", "use",
 ]

@@ -178,11 +178,15 @@ class NumpyBackend(Backend):
     name = NAME
 
     def describe(self) -> str:
-        return f"NumPy {np.__version__} on the CPU (reference)"
+        return describe()
 
 
 def available() -> tuple[bool, str]:
     return True, ""
+
+
+def describe() -> str:
+    return f"NumPy {np.__version__} on the CPU (the reference)"
 
 
 def keep_freed_memory() -> None:

@@ -116,6 +116,8 @@ class Block(Module):
 class GPT(Module):
     """The language model: token ids (B, T) -> next-token logits (B, T, V)."""
 
+    model_type = "gpt"
+
     def __init__(self, cfg: GPTConfig, seed: int = 0):
         self.config = cfg
         rng = np.random.default_rng(seed)  # initialised on the host: identical on every backend

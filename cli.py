@@ -1,0 +1,372 @@
+"""tinylm's command line: a thin click layer over the library.
+
+    tinylm train                      # train a small GPT on the offline default corpus
+    tinylm sample --ckpt out          # generate text from it
+    tinylm eval --ckpt out            # validation loss, perplexity, unigram baseline
+    tinylm backends                   # which backends run here, and why not
+
+Results go to stdout, progress and diagnostics to stderr. Bad input gets one
+line on stderr and a non-zero exit (2: usage, 1: runtime), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from tinylm import backends
+from tinylm.errors import ConfigError, TinyLMError
+from tinylm.models import GPTConfig
+from tinylm.train import TrainConfig
+
+# Named presets: model and training fields (nanoGPT's names and values).
+PRESETS = {
+    "tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=32, batch_size=8, max_iters=200,
+                 eval_interval=100, eval_iters=10, warmup_iters=20),
+    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, max_iters=2000,
+                learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, beta2=0.99, dropout=0.0,
+                eval_interval=250, eval_iters=20),
+    "shakespeare": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64,
+                        max_iters=5000, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
+                        beta2=0.99, dropout=0.2, eval_interval=250, eval_iters=200),
+}
+DEFAULT_PRESET = "cpu"
+MODEL_FIELDS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]  # vocab comes from the data
+TRAIN_FIELDS = list(fields(TrainConfig))
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+class TinyLMGroup(click.Group):
+    """Turns every anticipated failure into one line on stderr and an exit code."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        extra.pop("standalone_mode", None)
+        try:
+            rv = super().main(args=args, prog_name=prog_name or "tinylm",
+                              standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            _echo_err("aborted")
+            sys.exit(130)
+        except click.UsageError as exc:
+            where = f"; see 'tinylm {exc.ctx.info_name} --help'" if exc.ctx and exc.ctx.parent else \
+                "; see 'tinylm --help'"
+            _echo_err(f"error: {exc.format_message()}{where}")
+            sys.exit(2)
+        except click.ClickException as exc:
+            _echo_err(f"error: {exc.format_message()}")
+            sys.exit(exc.exit_code)
+        except TinyLMError as exc:
+            _echo_err(f"error: {exc}")
+            sys.exit(exc.exit_code)
+        except MemoryError:
+            _echo_err("error: out of memory; try a smaller --batch-size, --block-size or model")
+            sys.exit(1)
+        except OSError as exc:
+            _echo_err(f"error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+            sys.exit(1)
+        except KeyboardInterrupt:
+            _echo_err("interrupted")
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=TinyLMGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tinylm")
+def cli():
+    """tinylm: train, sample and evaluate small GPTs on NumPy, Numba or a GPU.
+
+    \b
+    Example:
+      tinylm train --max-iters 500 --out out
+      tinylm sample --ckpt out --prompt "def " --num-tokens 200
+    """
+
+
+def main(argv=None):
+    cli.main(args=argv, prog_name="tinylm")
+
+
+# --------------------------------------------------------------------------- shared
+def backend_option(f):
+    f = click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="CPU threads for the backend's kernels (numba).")(f)
+    return click.option("--backend", default="numpy", show_default=True,
+                        help="Array backend: numpy, numba or cupy (see 'tinylm backends').")(f)
+
+
+def activate_backend(name: str, threads: int | None):
+    backend = backends.set_backend(name)
+    if threads:
+        backend.set_threads(threads)
+    compile_s = getattr(backend, "compile_seconds", None)
+    if compile_s:
+        _echo_err(f"backend {backend.name}: kernels ready in {compile_s:.1f} s (JIT, not training time)")
+    return backend
+
+
+def ckpt_option(f):
+    return click.option("--ckpt", required=True, type=click.Path(),
+                        help="Run directory written by 'tinylm train --out' (or its .safetensors file).")(f)
+
+
+# --------------------------------------------------------------------------- train
+def _config_options(f):
+    """One option per config field: --n-layer -> n_layer (nanoGPT's names)."""
+    for fld in reversed(MODEL_FIELDS + TRAIN_FIELDS):
+        kind = {int: click.INT, float: click.FLOAT, bool: click.BOOL}[type(fld.default)]
+        f = click.option(f"--{fld.name.replace('_', '-')}", fld.name, type=kind, default=None,
+                         help=f"[{PRESETS[DEFAULT_PRESET].get(fld.name, fld.default)}]")(f)
+    return f
+
+
+def read_toml(path: str) -> dict:
+    """Flat ``key = value`` pairs (or [model]/[train] tables) naming config fields."""
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    flat = {}
+    for key, value in doc.items():
+        flat.update(value if isinstance(value, dict) else {key: value})
+    known = {f.name for f in MODEL_FIELDS + TRAIN_FIELDS} | {"preset", "data", "val_fraction"}
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown}; valid keys are the train options "
+                          "with '_' for '-' (e.g. n_layer, learning_rate)")
+    return flat
+
+
+def resolve_config(preset: str | None, toml_values: dict, cli_values: dict) -> tuple[dict, TrainConfig]:
+    """defaults < preset < TOML file < command line; returns (model fields, train config)."""
+    merged = dict(PRESETS[preset or toml_values.get("preset") or DEFAULT_PRESET])
+    merged.update({k: v for k, v in toml_values.items() if k not in ("preset", "data", "val_fraction")})
+    merged.update({k: v for k, v in cli_values.items() if v is not None})
+    model = {f.name: merged.get(f.name, f.default) for f in MODEL_FIELDS}
+    train = TrainConfig(**{f.name: merged[f.name] for f in TRAIN_FIELDS if f.name in merged})
+    GPTConfig(**model)  # validate now, before any data is read
+    return model, train
+
+
+class Progress:
+    """Renders training events on stderr: one updating line on a terminal, log lines otherwise."""
+
+    def __init__(self, max_iters: int, baseline: float | None):
+        self.max_iters, self.baseline = max_iters, baseline
+        self.tty = sys.stderr.isatty()
+        self.every = max(1, max_iters // 20)  # log lines (not a terminal): about 20 per run
+        self.last_logged = 0
+
+    def __call__(self, e: dict) -> None:
+        if e["event"] == "step":
+            done = e["step"] / self.max_iters
+            eta = (self.max_iters - e["step"]) * e["ms_per_iter"] / 1e3
+            line = (f"step {e['step']:>6}/{self.max_iters} {100 * done:3.0f}% | loss {e['loss']:.4f} "
+                    f"| lr {e['lr']:.2e} | {e['ms_per_iter']:.0f} ms/it "
+                    f"| {e['tokens_per_s'] / 1e3:.1f}k tok/s | eta {eta / 60:.0f}:{eta % 60:02.0f}")
+            if self.tty:
+                click.echo("\r" + line.ljust(100), nl=False, err=True)
+            elif e["step"] - self.last_logged >= self.every or e["step"] == self.max_iters:
+                self.last_logged = e["step"]
+                _echo_err(line)
+        elif e["event"] == "eval":
+            base = f" (unigram baseline {self.baseline:.3f})" if self.baseline else ""
+            prefix = "\n" if self.tty else ""
+            _echo_err(f"{prefix}step {e['step']}: train loss {e['train_loss']:.4f}, "
+                      f"val loss {e['val_loss']:.4f}{base}")
+
+
+class StopOnSignal:
+    """First SIGINT/SIGTERM: finish the step, save, exit 0. A second SIGINT aborts at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        _echo_err(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+                  "(Ctrl-C again to abort without saving)")
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+@cli.command()
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+              help=f"Named configuration [{DEFAULT_PRESET}]: tiny (seconds), cpu (nanoGPT's CPU "
+                   "config, minutes), shakespeare (nanoGPT's shakespeare_char, GPU).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML file of config fields (n_layer = 4 ...); command-line options win.")
+@click.option("--data", type=click.Path(), default=None,
+              help="Text file or directory to train on [offline default: Python's own stdlib source].")
+@click.option("--val-fraction", type=float, default=None, help="Share of the data held out [0.1].")
+@click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False),
+              help="Run directory for the checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
+@backend_option
+@_config_options
+def train(preset, config_file, data, val_fraction, out, resume, backend, threads, **values):
+    """Train a GPT on a text corpus (characters as tokens).
+
+    \b
+    Examples:
+      tinylm train                               # ~2 min on 2 cores, offline corpus
+      tinylm train --preset tiny --out runs/tiny # seconds
+      tinylm train --data input.txt --n-layer 6 --max-iters 5000 --backend numba
+      tinylm train --resume --out out --max-iters 4000
+    """
+    from tinylm.data import unigram_entropy
+    from tinylm.run import new_run, resume_run
+
+    activate_backend(backend, threads)
+    toml_values = read_toml(config_file) if config_file else {}
+    data = data if data is not None else toml_values.get("data")
+    val_fraction = val_fraction if val_fraction is not None else toml_values.get("val_fraction", 0.1)
+    if resume:
+        given = {k: v for k, v in values.items() if v is not None}
+        clash = sorted(k for k in given if k in {f.name for f in MODEL_FIELDS})
+        if clash or preset:
+            raise ConfigError(f"--resume keeps the saved model; drop {clash or ['--preset']}")
+        run = resume_run(out, given, data)
+        _echo_err(f"resuming {run.out} at step {run.state.step}")
+    else:
+        model_fields, train_config = resolve_config(preset, toml_values, values)
+        run = new_run(model_fields, train_config, data, val_fraction, out)
+    baseline = unigram_entropy(run.val_ids, run.tokenizer.vocab_size)
+    n_params = run.state.model.num_parameters()
+    _echo_err(f"data: {run.corpus.source} ({len(run.corpus.text):,} chars, vocab "
+              f"{run.tokenizer.vocab_size}); backend {backends.current().name}")
+    _echo_err(f"model: {json.dumps(run.model_config.to_dict())} ({n_params / 1e6:.2f}M parameters)")
+    _echo_err(f"train: {json.dumps(run.train_config.to_dict())}")
+    with StopOnSignal() as stop:
+        state = run.execute(on_event=Progress(run.train_config.max_iters, baseline),
+                            stop_requested=lambda: stop.requested)
+    if stop.requested and state.step < run.train_config.max_iters:
+        _echo_err(f"stopped at step {state.step}; checkpoint saved in {run.out}. Resume with: "
+                  f"tinylm train --resume --out {run.out}")
+        return 0
+    step, train_loss, val_loss = state.history[-1]
+    click.echo(f"done: {step} steps, train loss {train_loss:.4f}, val loss {val_loss:.4f} "
+               f"(unigram baseline {baseline:.4f}); checkpoint: {run.out}")
+    _echo_err(f"sample from it with: tinylm sample --ckpt {run.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- sample
+@cli.command()
+@ckpt_option
+@click.option("--prompt", default="\n", show_default=False, help="Text to continue [a newline].")
+@click.option("--num-tokens", type=click.IntRange(min=0), default=300, show_default=True)
+@click.option("--temperature", type=float, default=0.8, show_default=True,
+              help="Softmax temperature; 0 = greedy.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample among the k likeliest.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@backend_option
+def sample(ckpt, prompt, num_tokens, temperature, top_k, seed, backend, threads):
+    """Generate text from a trained checkpoint, streamed as it is produced.
+
+    \b
+    Example:
+      tinylm sample --ckpt out --prompt "import " --num-tokens 200 --temperature 0.8 --top-k 40
+    """
+    from tinylm.checkpoint import load_model
+    from tinylm.generate import check_sampling, generate
+
+    activate_backend(backend, threads)
+    check_sampling(temperature, top_k)
+    model, tokenizer, _ = load_model(ckpt)
+    prompt_ids = tokenizer.encode(prompt)
+    click.echo(prompt, nl=False)
+    generate(model, prompt_ids, num_tokens, temperature, top_k, seed,
+             on_token=lambda t: click.echo(tokenizer.decode([t]), nl=False))
+    click.echo()
+    return 0
+
+
+# --------------------------------------------------------------------------- eval
+@cli.command(name="eval")
+@ckpt_option
+@click.option("--data", type=click.Path(), default=None,
+              help="Text to evaluate on [the run's own validation split].")
+@click.option("--batches", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@backend_option
+def evaluate(ckpt, data, batches, batch_size, as_json, backend, threads):
+    """Loss, perplexity and bits per character of a checkpoint on held-out text.
+
+    \b
+    Example:
+      tinylm eval --ckpt out
+      tinylm eval --ckpt out --data other.txt --json
+    """
+    from tinylm.checkpoint import load_model
+    from tinylm.data import unigram_entropy
+    from tinylm.run import load_corpus, split_for_training
+    from tinylm.train import estimate_loss
+
+    activate_backend(backend, threads)
+    model, tokenizer, ck = load_model(ckpt)
+    block = model.config.block_size
+    if data is None:
+        saved = ck.train.get("data") or {}
+        corpus = load_corpus(saved.get("path"))
+        _, ids = split_for_training(tokenizer.encode(corpus.text), saved.get("val_fraction", 0.1), block)
+        source = f"validation split of {corpus.source}"
+    else:
+        corpus = load_corpus(data)
+        ids, source = tokenizer.encode(corpus.text), corpus.source
+    loss = estimate_loss(model, ids, block, batch_size, batches, seed=0)
+    result = {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2),
+              "unigram_baseline": unigram_entropy(ids, tokenizer.vocab_size),
+              "tokens": int(len(ids)), "data": source, "checkpoint": str(ck.path)}
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"{source}: loss {loss:.4f} | perplexity {result['perplexity']:.2f} | "
+                   f"{result['bits_per_token']:.3f} bits/char | unigram baseline "
+                   f"{result['unigram_baseline']:.4f}")
+    return 0
+
+
+# --------------------------------------------------------------------------- backends
+@cli.command(name="backends")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+def list_backends(as_json):
+    """List the backends and whether each can run here (and why not).
+
+    \b
+    Example:
+      tinylm backends
+    """
+    rows = []
+    for name, ok, reason in backends.available_backends():
+        detail = backends.describe(name) if ok else reason
+        rows.append({"name": name, "available": ok, "detail": detail})
+    if as_json:
+        click.echo(json.dumps(rows))
+    else:
+        for r in rows:
+            click.echo(f"{r['name']:<8} {'yes' if r['available'] else 'no ':<4} {r['detail']}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

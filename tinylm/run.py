@@ -1,0 +1,132 @@
+"""A training run as `tinylm train` performs it: data, model, state, checkpoints, resume.
+
+The CLI only resolves options and prints; everything it does is here, so tests
+and scripts can run exactly what a user runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tinylm import backends
+from tinylm.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
+from tinylm.data import Corpus, default_corpus, load_text, split_ids
+from tinylm.errors import CheckpointError, ConfigError, DataError
+from tinylm.models import GPT, GPTConfig
+from tinylm.tokenizers import CharTokenizer, tokenizer_from_dict
+from tinylm.train import TrainConfig, TrainState, new_state, train
+
+
+def load_corpus(path: str | None) -> Corpus:
+    """The text at ``path`` (a file or directory), or the offline default corpus for None."""
+    return default_corpus() if path is None else load_text(path)
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def split_for_training(ids: np.ndarray, val_fraction: float, block_size: int):
+    """(train_ids, val_ids); both must hold at least one full block plus its target."""
+    train_ids, val_ids = split_ids(ids, val_fraction)
+    need = block_size + 1
+    for name, part in (("training", train_ids), ("validation", val_ids)):
+        if len(part) < need:
+            raise DataError(f"the {name} split has {len(part)} tokens but block_size {block_size} "
+                            f"needs at least {need}; use more data, a smaller --block-size or "
+                            "another --val-fraction")
+    return train_ids, val_ids
+
+
+@dataclass
+class Run:
+    """Everything a training run holds; ``execute`` trains it to ``train_config.max_iters``."""
+
+    model_config: GPTConfig
+    train_config: TrainConfig
+    tokenizer: CharTokenizer
+    corpus: Corpus
+    data_path: str | None
+    val_fraction: float
+    state: TrainState
+    val_ids: np.ndarray
+    out: Path
+
+    def checkpoint(self) -> Checkpoint:
+        opt_arrays, opt_scalars = self.state.optimizer.state_dict()
+        train = {
+            "config": self.train_config.to_dict(),
+            "step": self.state.step,
+            "optimizer": opt_scalars,
+            "sampler": self.state.sampler.state(),
+            "dropout_rng": backends.current().rng_state(),
+            "history": self.state.history,
+            "data": {"path": self.data_path, "val_fraction": self.val_fraction,
+                     "sha256": text_digest(self.corpus.text), "source": self.corpus.source},
+        }
+        return Checkpoint(model_type="gpt", model_config=self.model_config.to_dict(),
+                          tokenizer=self.tokenizer.to_dict(),
+                          weights=self.state.model.state_dict(), optimizer=opt_arrays,
+                          train=train, info={"seed": self.train_config.seed})
+
+    def save(self, state: TrainState | None = None) -> Path:
+        return save_checkpoint(self.out, self.checkpoint())
+
+    def execute(self, on_event: Callable[[dict], None] = lambda e: None,
+                stop_requested: Callable[[], bool] = lambda: False) -> TrainState:
+        return train(self.state, self.val_ids, self.train_config, on_event=on_event,
+                     save=self.save, stop_requested=stop_requested)
+
+
+def new_run(model_fields: dict, train_config: TrainConfig, data_path: str | None,
+            val_fraction: float, out) -> Run:
+    """A fresh run: tokenizer built from the corpus, model initialised from the seed."""
+    corpus = load_corpus(data_path)
+    tokenizer = CharTokenizer.from_text(corpus.text)
+    model_config = GPTConfig(**{**model_fields, "vocab_size": tokenizer.vocab_size})
+    train_ids, val_ids = split_for_training(tokenizer.encode(corpus.text), val_fraction,
+                                            model_config.block_size)
+    model = GPT(model_config, seed=train_config.seed)
+    state = new_state(model, train_ids, train_config)
+    return Run(model_config, train_config, tokenizer, corpus, data_path, val_fraction,
+               state, val_ids, Path(out))
+
+
+def resume_run(out, train_overrides: dict, data_path: str | None = None) -> Run:
+    """Continue the run saved in ``out``; only training fields (e.g. max_iters) may change."""
+    ckpt = load_checkpoint(out)
+    saved = ckpt.train
+    if not saved.get("config"):
+        raise CheckpointError(f"{ckpt.path} holds no training state (weights only); "
+                              "start a new run instead of --resume")
+    try:
+        train_config = TrainConfig.from_dict({**saved["config"], **train_overrides})
+    except TypeError as exc:
+        raise CheckpointError(f"{ckpt.path}: malformed training config ({exc})") from None
+    data = saved.get("data", {})
+    data_path = data_path if data_path is not None else data.get("path")
+    corpus = load_corpus(data_path)
+    if data.get("sha256") not in (None, text_digest(corpus.text)):
+        raise DataError(f"the data ({corpus.source}) differs from the data this run was trained "
+                        "on; resume needs the same data (pass the original --data)")
+    tokenizer = tokenizer_from_dict(ckpt.tokenizer)
+    model = build_model(ckpt)
+    val_fraction = float(data.get("val_fraction", 0.1))
+    train_ids, val_ids = split_for_training(tokenizer.encode(corpus.text), val_fraction,
+                                            model.config.block_size)
+    if saved["step"] > train_config.max_iters:
+        raise ConfigError(f"the checkpoint is at step {saved['step']}, beyond max_iters "
+                          f"{train_config.max_iters}; pass a larger --max-iters")
+    state = new_state(model, train_ids, train_config)
+    state.optimizer.load_state_dict(ckpt.optimizer, saved["optimizer"])
+    state.sampler.set_state(saved["sampler"])
+    backends.current().set_rng_state(saved["dropout_rng"])
+    state.step = int(saved["step"])
+    state.history = [tuple(h) for h in saved.get("history", [])]
+    return Run(model.config, train_config, tokenizer, corpus, data_path, val_fraction, state,
+               val_ids, Path(out))
