@@ -173,7 +173,7 @@ class Progress:
             eta = (self.max_iters - e["step"]) * e["ms_per_iter"] / 1e3
             line = (f"step {e['step']:>6}/{self.max_iters} {100 * done:3.0f}% | loss {e['loss']:.4f} "
                     f"| lr {e['lr']:.2e} | {e['ms_per_iter']:.0f} ms/it "
-                    f"| {e['tokens_per_s'] / 1e3:.1f}k tok/s | eta {eta / 60:.0f}:{eta % 60:02.0f}")
+                    f"| {e['tokens_per_s'] / 1e3:.1f}k tok/s | eta {int(eta // 60)}:{int(eta % 60):02d}")
             if self.tty:
                 click.echo("\r" + line.ljust(100), nl=False, err=True)
             elif e["step"] - self.last_logged >= self.every or e["step"] == self.max_iters:
