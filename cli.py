@@ -220,9 +220,11 @@ class StopOnSignal:
 @click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False),
               help="Run directory for the checkpoint.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
+@click.option("--overwrite", is_flag=True, help="Start afresh even if --out holds a checkpoint.")
 @backend_option
 @_config_options
-def train(preset, config_file, data, val_fraction, out, resume, backend, threads, **values):
+def train(preset, config_file, data, val_fraction, out, resume, overwrite, backend, threads,
+          **values):
     """Train a GPT on a text corpus (characters as tokens).
 
     \b
@@ -232,6 +234,7 @@ def train(preset, config_file, data, val_fraction, out, resume, backend, threads
       tinylm train --data input.txt --n-layer 6 --max-iters 5000 --backend numba
       tinylm train --resume --out out --max-iters 4000
     """
+    from tinylm.checkpoint import checkpoint_path
     from tinylm.data import unigram_entropy
     from tinylm.run import new_run, resume_run
 
@@ -247,6 +250,9 @@ def train(preset, config_file, data, val_fraction, out, resume, backend, threads
         run = resume_run(out, given, data)
         _echo_err(f"resuming {run.out} at step {run.state.step}")
     else:
+        if checkpoint_path(out).exists() and not overwrite:
+            raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it, "
+                              "--overwrite to replace it, or another --out")
         model_fields, train_config = resolve_config(preset, toml_values, values)
         run = new_run(model_fields, train_config, data, val_fraction, out)
     baseline = unigram_entropy(run.val_ids, run.tokenizer.vocab_size)

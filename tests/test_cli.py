@@ -48,6 +48,11 @@ def test_train_prints_config_progress_and_result(trained):
     assert (trained / "again" / "checkpoint.safetensors").exists()
 
 
+def test_train_refuses_to_overwrite_a_checkpoint(trained):
+    result = run("train", "--data", trained / "pigs.txt", "--out", trained / "run", *TINY)
+    assert_one_line_error(result, "already holds a checkpoint", "--resume", code=2)
+
+
 def test_sample_continues_the_prompt(trained):
     result = run("sample", "--ckpt", trained / "run", "--prompt", "3 little", "--num-tokens", "20",
                  "--seed", "1")
