@@ -221,10 +221,15 @@ class StopOnSignal:
               help="Run directory for the checkpoint.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
 @click.option("--overwrite", is_flag=True, help="Start afresh even if --out holds a checkpoint.")
+@click.option("--distributed", is_flag=True,
+              help="Data-parallel over the processes of 'mpiexec -n K' (MPI; NCCL with --backend "
+                   "cupy); see docs/distributed.md.")
+@click.option("--dist-timeout", type=float, default=300.0, show_default=True,
+              help="Seconds a rank waits for the others before the whole job is aborted.")
 @backend_option
 @_config_options
-def train(preset, config_file, data, val_fraction, out, resume, overwrite, backend, threads,
-          **values):
+def train(preset, config_file, data, val_fraction, out, resume, overwrite, distributed,
+          dist_timeout, backend, threads, **values):
     """Train a GPT on a text corpus (characters as tokens).
 
     \b
@@ -233,11 +238,25 @@ def train(preset, config_file, data, val_fraction, out, resume, overwrite, backe
       tinylm train --preset tiny --out runs/tiny # seconds
       tinylm train --data input.txt --n-layer 6 --max-iters 5000 --backend numba
       tinylm train --resume --out out --max-iters 4000
+      mpiexec -n 2 tinylm train --distributed    # 2 processes, batch 2 x 12
     """
+    from tinylm.distributed import SingleProcess, connect
+
+    comm = connect(backend, dist_timeout) if distributed else SingleProcess()  # NCCL picks the GPU
+    with comm.abort_on_error():
+        return _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite,
+                      backend, threads, values)
+
+
+def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite, backend,
+           threads, values):
+    """`tinylm train` on one rank: rank 0 reports and saves, the others stay quiet."""
     from tinylm.checkpoint import checkpoint_path
     from tinylm.data import unigram_entropy
+    from tinylm.distributed import SingleProcess, replicate
     from tinylm.run import new_run, resume_run
 
+    say = _echo_err if comm.rank == 0 else (lambda message: None)
     activate_backend(backend, threads)
     toml_values = read_toml(config_file) if config_file else {}
     data = data if data is not None else toml_values.get("data")
@@ -248,22 +267,28 @@ def train(preset, config_file, data, val_fraction, out, resume, overwrite, backe
         if clash or preset:
             raise ConfigError(f"--resume keeps the saved model; drop {clash or ['--preset']}")
         run = resume_run(out, given, data)
-        _echo_err(f"resuming {run.out} at step {run.state.step}")
+        say(f"resuming {run.out} at step {run.state.step}")
     else:
         if checkpoint_path(out).exists() and not overwrite:
             raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it, "
                               "--overwrite to replace it, or another --out")
         model_fields, train_config = resolve_config(preset, toml_values, values)
         run = new_run(model_fields, train_config, data, val_fraction, out)
+    replicate(run.state, run.train_config, comm)  # rank 0's weights everywhere; a batch stream per rank
     baseline = unigram_entropy(run.val_ids, run.tokenizer.vocab_size)
     n_params = run.state.model.num_parameters()
-    _echo_err(f"data: {run.corpus.source} ({len(run.corpus.text):,} chars, vocab "
-              f"{run.tokenizer.vocab_size}); backend {backends.current().name}")
-    _echo_err(f"model: {json.dumps(run.model_config.to_dict())} ({n_params / 1e6:.2f}M parameters)")
-    _echo_err(f"train: {json.dumps(run.train_config.to_dict())}")
+    say(f"data: {run.corpus.source} ({len(run.corpus.text):,} chars, vocab "
+        f"{run.tokenizer.vocab_size}); backend {backends.current().name}")
+    say(f"model: {json.dumps(run.model_config.to_dict())} ({n_params / 1e6:.2f}M parameters)")
+    say(f"train: {json.dumps(run.train_config.to_dict())}")
+    if not isinstance(comm, SingleProcess):  # a distributed job, even of one rank
+        say(f"distributed: {comm.describe(run.train_config)}")
+    progress = Progress(run.train_config.max_iters, baseline) if comm.rank == 0 else (lambda e: None)
     with StopOnSignal() as stop:
-        state = run.execute(on_event=Progress(run.train_config.max_iters, baseline),
-                            stop_requested=lambda: stop.requested)
+        state = run.execute(on_event=progress, stop_requested=lambda: comm.any_rank(stop.requested),
+                            communicator=comm)
+    if comm.rank != 0:
+        return 0
     if stop.requested and state.step < run.train_config.max_iters:
         _echo_err(f"stopped at step {state.step}; checkpoint saved in {run.out}. Resume with: "
                   f"tinylm train --resume --out {run.out}")

@@ -32,3 +32,7 @@ class BackendUnavailable(TinyLMError):
 
 class TrainingDiverged(TinyLMError):
     """The loss or a gradient became NaN or infinite."""
+
+
+class DistributedError(TinyLMError):
+    """A data-parallel job cannot start, or a rank stopped answering within the timeout."""

@@ -16,6 +16,7 @@ import numpy as np
 from tinylm import backends
 from tinylm.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
 from tinylm.data import Corpus, default_corpus, load_text, split_ids
+from tinylm.distributed import Communicator
 from tinylm.errors import CheckpointError, ConfigError, DataError
 from tinylm.models import GPT, GPTConfig
 from tinylm.tokenizers import CharTokenizer, tokenizer_from_dict
@@ -78,9 +79,13 @@ class Run:
         return save_checkpoint(self.out, self.checkpoint())
 
     def execute(self, on_event: Callable[[dict], None] = lambda e: None,
-                stop_requested: Callable[[], bool] = lambda: False) -> TrainState:
+                stop_requested: Callable[[], bool] = lambda: False,
+                communicator: Communicator | None = None) -> TrainState:
+        """Train; with a ``communicator`` (data-parallel), only rank 0 writes checkpoints."""
+        saves = communicator is None or communicator.rank == 0
         return train(self.state, self.val_ids, self.train_config, on_event=on_event,
-                     save=self.save, stop_requested=stop_requested)
+                     save=self.save if saves else None, stop_requested=stop_requested,
+                     communicator=communicator)
 
 
 def new_run(model_fields: dict, train_config: TrainConfig, data_path: str | None,

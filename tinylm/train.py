@@ -1,7 +1,9 @@
 """The training loop: one function that every backend runs.
 
-Each step: sample a batch, forward, backward, clip the global gradient norm,
-one AdamW update at the scheduled learning rate. Every ``eval_interval`` steps
+Each step: sample a batch, forward, backward (``grad_accum`` micro-batches whose
+gradients add up), average the gradients across data-parallel ranks when there
+are several (tinylm.distributed), clip the global gradient norm, one AdamW
+update at the scheduled learning rate. Every ``eval_interval`` steps
 the train and validation losses are estimated on fixed batches and a
 checkpoint is written. Progress goes to a callback so the library never prints.
 """
@@ -17,6 +19,7 @@ import numpy as np
 
 from tinylm import backends
 from tinylm.data import BatchSampler
+from tinylm.distributed import Communicator, SingleProcess
 from tinylm.errors import ConfigError, TrainingDiverged
 from tinylm.nn import Module
 from tinylm.optim import AdamW, clip_grad_norm, cosine_lr
@@ -26,6 +29,7 @@ from tinylm.tensor import no_grad
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 12
+    grad_accum: int = 1              # micro-batches per optimizer step: effective batch × grad_accum
     max_iters: int = 2000
     learning_rate: float = 1e-3
     min_lr: float = 1e-4
@@ -41,7 +45,8 @@ class TrainConfig:
     seed: int = 1337
 
     def __post_init__(self):
-        positive = ("batch_size", "max_iters", "eval_interval", "eval_iters", "log_interval")
+        positive = ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters",
+                    "log_interval")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -138,31 +143,40 @@ def _check_finite(loss_value: float, state: TrainState) -> None:
 def train(state: TrainState, val_ids: np.ndarray, cfg: TrainConfig,
           on_event: Callable[[dict], None] = lambda event: None,
           save: Callable[[TrainState], None] | None = None,
-          stop_requested: Callable[[], bool] = lambda: False) -> TrainState:
+          stop_requested: Callable[[], bool] = lambda: False,
+          communicator: Communicator | None = None) -> TrainState:
     """Run from ``state.step`` to ``cfg.max_iters``; returns the final state.
 
     ``on_event`` receives dicts: {"event": "step", step, loss, lr, ms_per_iter, tokens_per_s}
     every ``log_interval`` steps, and {"event": "eval", step, train_loss, val_loss}.
     ``save(state)`` is called after each evaluation and at the end;
     ``stop_requested()`` is polled after every step (for a clean Ctrl-C).
+    ``communicator`` averages the gradients of data-parallel ranks between backward
+    and clipping (every rank runs this loop; the caller gives rank 0 the events and
+    the saving). tokens_per_s counts the tokens of all ranks.
     """
     model, opt, backend = state.model, state.optimizer, backends.current()
+    comm = communicator or SingleProcess()
     block = model.config.block_size
-    tokens_per_step = cfg.batch_size * block
+    tokens_per_step = cfg.batch_size * block * cfg.grad_accum * comm.world_size
     model.train()
     pending, carried, t0 = [], 0.0, time.perf_counter()
     while state.step < cfg.max_iters:
         step = state.step
         lr = cfg.lr_at(step)
-        x, y = state.sampler.next()
-        _, loss = model(x, y)
         opt.zero_grad()
-        loss.backward()
+        micro_losses = []
+        for _ in range(cfg.grad_accum):  # L = (1/N) Σ_n L_n: seeded with 1/N, .grad sums to dL/dθ
+            x, y = state.sampler.next()
+            _, loss = model(x, y)
+            loss.backward(backend.xp.full_like(loss.data, 1.0 / cfg.grad_accum))
+            micro_losses.append(loss.data)
+        comm.allreduce_mean_gradients(opt.params)  # g = (1/K) Σ_k g_k over K ranks; alone a no-op
         if cfg.grad_clip > 0:
             clip_grad_norm(opt.params, cfg.grad_clip)
         opt.step(lr)
         state.step += 1
-        pending.append(loss.data)  # read at the logging interval: no device sync per step
+        pending.append(sum(micro_losses) / cfg.grad_accum)  # read when logging: no device sync per step
 
         last = state.step == cfg.max_iters
         if state.step % cfg.log_interval == 0 or last:
