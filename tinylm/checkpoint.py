@@ -4,8 +4,15 @@
 optimizer moments (``optim/<name>``) and, in its metadata, one JSON document:
 the format version, model type and config, tokenizer, training state (step,
 sampler and dropout RNG states, history), versions, and a SHA-256 of every
-tensor. The file is replaced atomically (temp file, fsync, rename), so a crash
-at any moment leaves the previous checkpoint loadable.
+tensor (of its dtype, shape and bytes). The file is replaced atomically (temp
+file, fsync, rename), so a crash at any moment leaves the previous checkpoint
+loadable.
+
+Loading trusts nothing: the JSON document has its own SHA-256 (metadata key
+``tinylm.sha256``), every tensor is checked against the manifest, and the
+header must be byte for byte the compact JSON this module writes, so one
+changed byte anywhere in the file is reported, never loaded. Nothing is ever
+unpickled: safetensors holds raw numbers and JSON only.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +29,14 @@ import numpy as np
 
 from tinylm import backends
 from tinylm.errors import CheckpointError, ConfigError
+from tinylm.fileio import remove_stale_temporaries
+from tinylm.resources import count_parameters
 from tinylm.safetensors import load_file, save_file
 
 FORMAT = "tinylm-checkpoint"
 VERSION = 1
 FILENAME = "checkpoint.safetensors"
+META_KEY, META_DIGEST_KEY = "tinylm", "tinylm.sha256"
 
 
 @dataclass
@@ -49,7 +60,14 @@ def checkpoint_path(location) -> Path:
 
 
 def _digest(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    """SHA-256 of a tensor's dtype, shape and bytes (a relabelled dtype or shape fails it too)."""
+    h = hashlib.sha256(f"{array.dtype.name}{list(array.shape)}".encode())
+    h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _versions() -> dict:
@@ -64,6 +82,10 @@ def save_checkpoint(location, ckpt: Checkpoint) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model/{k}": v for k, v in ckpt.weights.items()}
     tensors.update({f"optim/{k}": v for k, v in ckpt.optimizer.items()})
+    for name, array in tensors.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise CheckpointError(f"refusing to save {path}: tensor {name} holds NaN or inf; "
+                                  "the previous checkpoint is kept")
     meta = {
         "format": FORMAT, "version": VERSION,
         "model": {"type": ckpt.model_type, "config": ckpt.model_config},
@@ -73,7 +95,9 @@ def save_checkpoint(location, ckpt: Checkpoint) -> Path:
                  "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **ckpt.info},
         "sha256": {name: _digest(a) for name, a in tensors.items()},
     }
-    save_file(tensors, path, metadata={"tinylm": json.dumps(meta)})
+    text = json.dumps(meta)
+    remove_stale_temporaries(path)  # left by a writer that was killed mid-save
+    save_file(tensors, path, metadata={META_KEY: text, META_DIGEST_KEY: _text_digest(text)})
     return path
 
 
@@ -83,13 +107,24 @@ def load_checkpoint(location) -> Checkpoint:
     if not path.exists():
         hint = f"; train one with: tinylm train --out {path.parent}" if path.parent.is_dir() else ""
         raise CheckpointError(f"no checkpoint at {path}{hint}")
-    tensors, metadata = load_file(path)
     try:
-        meta = json.loads(metadata["tinylm"])
-    except KeyError:
+        tensors, metadata = load_file(path)
+    except RecursionError:  # JSON nested thousands deep: no writer of ours does that
+        raise CheckpointError(f"{path}: header nests too deeply (file corrupted)") from None
+    _check_canonical_header(path)
+    if META_KEY not in metadata:
         raise CheckpointError(f"{path} is a safetensors file but not a tinylm checkpoint "
-                              "(no 'tinylm' metadata)") from None
-    except json.JSONDecodeError as exc:
+                              "(no 'tinylm' metadata)")
+    text = metadata[META_KEY]
+    if META_DIGEST_KEY not in metadata:
+        raise CheckpointError(f"{path}: checkpoint metadata has no SHA-256 ({META_DIGEST_KEY!r}); "
+                              "the file was modified or written by a pre-release tinylm")
+    if metadata[META_DIGEST_KEY] != _text_digest(text):
+        raise CheckpointError(f"{path}: checkpoint metadata fails its SHA-256 check "
+                              "(file modified or corrupted)")
+    try:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: checkpoint metadata is not valid JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a tinylm checkpoint (format {meta.get('format')!r})"
@@ -98,7 +133,8 @@ def load_checkpoint(location) -> Checkpoint:
         raise CheckpointError(f"{path} has checkpoint format version {meta.get('version')!r}; this "
                               f"tinylm reads version {VERSION}")
     sums = meta.get("sha256")
-    if not isinstance(sums, dict) or set(sums) != set(tensors):
+    if not isinstance(sums, dict) or set(sums) != set(tensors) \
+            or not all(isinstance(v, str) for v in sums.values()):
         raise CheckpointError(f"{path}: the tensor list does not match the manifest "
                               "(file modified or corrupted)")
     for name, array in tensors.items():
@@ -114,7 +150,25 @@ def load_checkpoint(location) -> Checkpoint:
             optimizer={k[6:]: v for k, v in tensors.items() if k.startswith("optim/")},
             train=dict(meta.get("train") or {}), info=dict(meta.get("info") or {}), path=path)
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: malformed checkpoint metadata ({exc!r})") from None
+        raise CheckpointError(f"{path}: malformed checkpoint metadata ({exc!r:.200})") from None
+
+
+def _check_canonical_header(path: Path) -> None:
+    """The header must be exactly what save_file writes: compact JSON, then < 8 spaces.
+
+    JSON ignores whitespace and the digests cannot cover the header that holds
+    them, so without this check a changed padding byte would load unnoticed.
+    Called after ``load_file`` has validated the header's length and JSON.
+    """
+    with open(path, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        raw = fh.read(length)
+    body = raw.rstrip(b" ")
+    padding = len(raw) - len(body)
+    canonical = json.dumps(json.loads(body), separators=(",", ":")).encode("utf-8")
+    if body != canonical or padding != -len(body) % 8:
+        raise CheckpointError(f"{path}: the header is not as tinylm wrote it "
+                              "(file modified or corrupted)")
 
 
 def build_model(ckpt: Checkpoint):
@@ -129,8 +183,19 @@ def build_model(ckpt: Checkpoint):
         config = config_cls.from_dict(ckpt.model_config)
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{ckpt.path}: invalid model config in checkpoint ({exc})") from None
+    # Compare sizes before allocating: a config that does not match its weights
+    # could otherwise ask for any amount of memory.
+    expected = count_parameters(config.vocab_size, config.block_size, config.n_layer,
+                                config.n_embd, config.bias)
+    held = sum(int(w.size) for w in ckpt.weights.values())
+    if held != expected:
+        raise CheckpointError(f"{ckpt.path}: the model config describes {expected:,} parameters "
+                              f"but the file holds {held:,} (shape-mismatched checkpoint)")
     model = model_cls(config)
-    model.load_state_dict(ckpt.weights)
+    try:
+        model.load_state_dict(ckpt.weights)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{ckpt.path}: {exc}") from None
     return model
 
 

@@ -36,3 +36,7 @@ class TrainingDiverged(TinyLMError):
 
 class DistributedError(TinyLMError):
     """A data-parallel job cannot start, or a rank stopped answering within the timeout."""
+
+
+class ResourceError(TinyLMError):
+    """A run would need more memory (or disk) than the machine has; says what to shrink."""

@@ -66,3 +66,39 @@ def _fsync_directory(directory: Path) -> None:
         pass  # some filesystems refuse fsync on directories; the rename itself succeeded
     finally:
         os.close(fd)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of writers of ``path`` that were killed mid-write.
+
+    ``atomic_writer`` names its temporary ``.NAME.PID.RANDOM.tmp``; a process
+    killed with SIGKILL cannot remove it. One whose PID no longer runs is
+    stale. POSIX only (elsewhere the PID test is not safe); returns what was removed.
+    """
+    path = Path(path)
+    if os.name != "posix":
+        return []
+    removed = []
+    prefix = f".{path.name}."
+    try:
+        candidates = [p for p in path.parent.iterdir()
+                      if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    except OSError:
+        return []
+    for tmp in candidates:
+        pid = tmp.name[len(prefix):].split(".")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # exists but is not ours, or not a PID at all: leave the file alone
+    return True

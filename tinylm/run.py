@@ -17,14 +17,18 @@ from tinylm import backends
 from tinylm.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
 from tinylm.data import Corpus, default_corpus, load_text, split_ids
 from tinylm.distributed import Communicator
-from tinylm.errors import CheckpointError, ConfigError, DataError
+from tinylm.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from tinylm.models import GPT, GPTConfig
+from tinylm.resources import check_training
+from tinylm.tensor import get_default_dtype
 from tinylm.tokenizers import CharTokenizer, tokenizer_from_dict
 from tinylm.train import TrainConfig, TrainState, new_state, train
 
 
 def load_corpus(path: str | None) -> Corpus:
     """The text at ``path`` (a file or directory), or the offline default corpus for None."""
+    if path is not None and (not isinstance(path, str) or "\0" in path):
+        raise DataError(f"the data path must be a file or directory name, got {path!r:.80}")
     return default_corpus() if path is None else load_text(path)
 
 
@@ -57,6 +61,7 @@ class Run:
     state: TrainState
     val_ids: np.ndarray
     out: Path
+    saved_step: int | None = None  # step of the checkpoint in ``out`` written by this run
 
     def checkpoint(self) -> Checkpoint:
         opt_arrays, opt_scalars = self.state.optimizer.state_dict()
@@ -76,16 +81,32 @@ class Run:
                           train=train, info={"seed": self.train_config.seed})
 
     def save(self, state: TrainState | None = None) -> Path:
-        return save_checkpoint(self.out, self.checkpoint())
+        try:
+            path = save_checkpoint(self.out, self.checkpoint())
+        except OSError as exc:  # ENOSPC, EIO...: the atomic write left the old file as it was
+            raise CheckpointError(
+                f"could not save the checkpoint at step {self.state.step}: "
+                f"{exc.strerror or exc}; {self._kept()}; free space (or fix the disk) and "
+                f"resume with: tinylm train --resume --out {self.out}") from None
+        self.saved_step = self.state.step
+        return path
+
+    def _kept(self) -> str:
+        if self.saved_step is None:
+            return f"no checkpoint of this run was written to {self.out}"
+        return f"the last good checkpoint (step {self.saved_step}) in {self.out} is intact"
 
     def execute(self, on_event: Callable[[dict], None] = lambda e: None,
                 stop_requested: Callable[[], bool] = lambda: False,
                 communicator: Communicator | None = None) -> TrainState:
         """Train; with a ``communicator`` (data-parallel), only rank 0 writes checkpoints."""
         saves = communicator is None or communicator.rank == 0
-        return train(self.state, self.val_ids, self.train_config, on_event=on_event,
-                     save=self.save if saves else None, stop_requested=stop_requested,
-                     communicator=communicator)
+        try:
+            return train(self.state, self.val_ids, self.train_config, on_event=on_event,
+                         save=self.save if saves else None, stop_requested=stop_requested,
+                         communicator=communicator)
+        except TrainingDiverged as exc:
+            raise TrainingDiverged(f"{exc}; {self._kept()}") from None
 
 
 def new_run(model_fields: dict, train_config: TrainConfig, data_path: str | None,
@@ -96,6 +117,7 @@ def new_run(model_fields: dict, train_config: TrainConfig, data_path: str | None
     model_config = GPTConfig(**{**model_fields, "vocab_size": tokenizer.vocab_size})
     train_ids, val_ids = split_for_training(tokenizer.encode(corpus.text), val_fraction,
                                             model_config.block_size)
+    check_training(model_config, train_config.batch_size, backends.current(), _itemsize())
     model = GPT(model_config, seed=train_config.seed)
     state = new_state(model, train_ids, train_config)
     return Run(model_config, train_config, tokenizer, corpus, data_path, val_fraction,
@@ -114,6 +136,8 @@ def resume_run(out, train_overrides: dict, data_path: str | None = None) -> Run:
     except TypeError as exc:
         raise CheckpointError(f"{ckpt.path}: malformed training config ({exc})") from None
     data = saved.get("data", {})
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{ckpt.path}: malformed data record {data!r:.80}")
     data_path = data_path if data_path is not None else data.get("path")
     corpus = load_corpus(data_path)
     if data.get("sha256") not in (None, text_digest(corpus.text)):
@@ -121,17 +145,36 @@ def resume_run(out, train_overrides: dict, data_path: str | None = None) -> Run:
                         "on; resume needs the same data (pass the original --data)")
     tokenizer = tokenizer_from_dict(ckpt.tokenizer)
     model = build_model(ckpt)
-    val_fraction = float(data.get("val_fraction", 0.1))
+    val_fraction = data.get("val_fraction", 0.1)
+    if not isinstance(val_fraction, float):
+        raise CheckpointError(f"{ckpt.path}: malformed val_fraction {val_fraction!r:.40}")
     train_ids, val_ids = split_for_training(tokenizer.encode(corpus.text), val_fraction,
                                             model.config.block_size)
-    if saved["step"] > train_config.max_iters:
-        raise ConfigError(f"the checkpoint is at step {saved['step']}, beyond max_iters "
+    step = saved.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"{ckpt.path}: malformed step {step!r:.40}")
+    if step > train_config.max_iters:
+        raise ConfigError(f"the checkpoint is at step {step}, beyond max_iters "
                           f"{train_config.max_iters}; pass a larger --max-iters")
+    check_training(model.config, train_config.batch_size, backends.current(), _itemsize())
     state = new_state(model, train_ids, train_config)
-    state.optimizer.load_state_dict(ckpt.optimizer, saved["optimizer"])
-    state.sampler.set_state(saved["sampler"])
-    backends.current().set_rng_state(saved["dropout_rng"])
-    state.step = int(saved["step"])
-    state.history = [tuple(h) for h in saved.get("history", [])]
+    _restore(state, ckpt, step)
     return Run(model.config, train_config, tokenizer, corpus, data_path, val_fraction, state,
-               val_ids, Path(out))
+               val_ids, Path(out), saved_step=step)
+
+
+def _restore(state: TrainState, ckpt: Checkpoint, step: int) -> None:
+    """Put the saved optimizer, sampler, dropout generator and history into a fresh state."""
+    saved = ckpt.train
+    try:
+        state.optimizer.load_state_dict(ckpt.optimizer, saved["optimizer"])
+        state.sampler.set_state(saved["sampler"])
+        backends.current().set_rng_state(saved["dropout_rng"])
+        state.history = [tuple(h) for h in saved.get("history", [])]
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise CheckpointError(f"{ckpt.path}: malformed training state ({exc!r:.120})") from None
+    state.step = step
+
+
+def _itemsize() -> int:
+    return np.dtype(get_default_dtype()).itemsize

@@ -19,8 +19,9 @@ import numpy as np
 
 from tinylm import backends
 from tinylm.data import BatchSampler
+from tinylm.divergence import DivergenceWatch
 from tinylm.distributed import Communicator, SingleProcess
-from tinylm.errors import ConfigError, TrainingDiverged
+from tinylm.errors import ConfigError
 from tinylm.nn import Module
 from tinylm.optim import AdamW, clip_grad_norm, cosine_lr
 from tinylm.tensor import no_grad
@@ -129,17 +130,9 @@ def new_state(model: Module, train_ids: np.ndarray, cfg: TrainConfig) -> TrainSt
     return TrainState(model, make_optimizer(model, cfg), sampler)
 
 
-def _check_finite(loss_value: float, state: TrainState) -> None:
-    if math.isfinite(loss_value):
-        return
-    bad = next((name for name, p in state.model.named_parameters()
-                if p.grad is not None and not bool(np.isfinite(backends.current().to_host(p.grad)).all())),
-               None)
-    where = f"; first non-finite gradient: {bad}" if bad else ""
-    raise TrainingDiverged(f"loss became {loss_value} at step {state.step}{where}; try a lower "
-                           "--learning-rate, --grad-clip 1.0, or float32")
-
-
+# NaN and inf are expected when a run diverges; DivergenceWatch reports them in one
+# line, so NumPy's floating-point warnings would only add noise.
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")
 def train(state: TrainState, val_ids: np.ndarray, cfg: TrainConfig,
           on_event: Callable[[dict], None] = lambda event: None,
           save: Callable[[TrainState], None] | None = None,
@@ -160,6 +153,7 @@ def train(state: TrainState, val_ids: np.ndarray, cfg: TrainConfig,
     block = model.config.block_size
     tokens_per_step = cfg.batch_size * block * cfg.grad_accum * comm.world_size
     model.train()
+    watch = DivergenceWatch(model, backend, cfg.grad_clip)
     pending, carried, t0 = [], 0.0, time.perf_counter()
     while state.step < cfg.max_iters:
         step = state.step
@@ -172,29 +166,32 @@ def train(state: TrainState, val_ids: np.ndarray, cfg: TrainConfig,
             loss.backward(backend.xp.full_like(loss.data, 1.0 / cfg.grad_accum))
             micro_losses.append(loss.data)
         comm.allreduce_mean_gradients(opt.params)  # g = (1/K) Σ_k g_k over K ranks; alone a no-op
-        if cfg.grad_clip > 0:
-            clip_grad_norm(opt.params, cfg.grad_clip)
+        grad_norm = clip_grad_norm(opt.params, cfg.grad_clip)  # grad_clip 0: measured, not clipped
+        step_loss = sum(micro_losses) / cfg.grad_accum
+        watch.record(step + 1, lr, step_loss, grad_norm)  # on the host: stops before a bad update
         opt.step(lr)
         state.step += 1
-        pending.append(sum(micro_losses) / cfg.grad_accum)  # read when logging: no device sync per step
+        pending.append(step_loss)  # read when logging: no device sync per step
 
         last = state.step == cfg.max_iters
         if state.step % cfg.log_interval == 0 or last:
             backend.synchronize()
             elapsed = carried + time.perf_counter() - t0
             value = float(backend.to_host(pending[-1]))
-            _check_finite(value, state)
+            watch.check()
             on_event({"event": "step", "step": state.step, "loss": value, "lr": lr,
                       "ms_per_iter": 1e3 * elapsed / len(pending),
                       "tokens_per_s": tokens_per_step * len(pending) / elapsed})
             pending, carried, t0 = [], 0.0, time.perf_counter()
         if state.step % cfg.eval_interval == 0 or last:
+            watch.check()  # never evaluate or save a non-finite state
             backend.synchronize()
             carried += time.perf_counter() - t0  # evaluation and saving are not training time
             train_loss = estimate_loss(model, state.sampler.ids, block, cfg.batch_size,
                                        cfg.eval_iters, seed=cfg.seed + 1)
             val_loss = estimate_loss(model, val_ids, block, cfg.batch_size, cfg.eval_iters,
                                      seed=cfg.seed + 2)
+            watch.check_evaluation(state.step, lr, train_loss, val_loss)
             state.history.append((state.step, train_loss, val_loss))
             on_event({"event": "eval", "step": state.step, "train_loss": train_loss,
                       "val_loss": val_loss})
@@ -202,6 +199,7 @@ def train(state: TrainState, val_ids: np.ndarray, cfg: TrainConfig,
                 save(state)
             t0 = time.perf_counter()
         if stop_requested() and not last:
+            watch.check()
             if save is not None:
                 save(state)
             on_event({"event": "stopped", "step": state.step})

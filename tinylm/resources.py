@@ -1,0 +1,142 @@
+"""How much memory a training run needs, estimated before anything is allocated.
+
+A run that does not fit should be refused with a message, not killed by the
+operating system half an hour in. The estimate counts the arrays of one
+training step of a GPT (``E`` = bytes per element, 4 for float32)::
+
+    P  = V C + T C                                  embeddings (output matrix tied to wte)
+       + L (12 C² + 13 C)                           per block: qkv 3C²+3C, proj C²+C, fc 4C²+4C,
+                                                    proj 4C²+C, two LayerNorms 4C (biases: +9C)
+       + 2 C                                        final LayerNorm
+    weights, gradients, AdamW m and v   4 P E
+    activations kept for backward       L (30 B T C + B H T T) E
+                                        + (24 B T C + 2 B T V + 2 B H T T) E
+
+The 30 per layer are the (B, T, C)-sized arrays a block keeps for backward:
+LayerNorm outputs 2, q k v and their head-split copies 6, attention output and
+its merged copy 2, the two projections 2, MLP 4 + 4 (GELU input and output),
+dropout masks and outputs 4, residual sums 2, and about 4 more of gradients
+in flight. B H T T is the attention matrix P each layer keeps; 2 more are dP
+and dS while one layer's backward runs. 2 B T V: logits and softmax
+probabilities (their gradient reuses one). 24 B T C: embeddings, final
+LayerNorm, batch indices and the gradients flowing between layers. The
+counts are the arrays the code keeps; the constants outside the layers were
+fitted to measured peaks (tracemalloc, NumPy backend), which this estimate
+matches within about ±35% (tests/test_reliability_resources.py checks it).
+
+Evaluation keeps no graph: its activations are those of one layer plus the
+logits, ``(30 B T C + 3 B H T T + 3 B T V) E`` on top of the weights ``P E``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinylm.errors import ResourceError
+
+
+def count_parameters(vocab_size: int, block_size: int, n_layer: int, n_embd: int,
+                     bias: bool = True) -> int:
+    """Parameters of a GPT with these sizes (exactly ``GPT(cfg).num_parameters()``)."""
+    V, T, L, C = vocab_size, block_size, n_layer, n_embd
+    per_block = 12 * C * C + 4 * C + (9 * C if bias else 0)   # 4 matrices, 2 LayerNorms, biases
+    return V * C + T * C + L * per_block + 2 * C
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a run needs, by what holds them."""
+
+    parameters: int       # number of parameters (not bytes)
+    state_bytes: int      # weights (+ gradients and AdamW moments when training)
+    activation_bytes: int
+
+    @property
+    def total(self) -> int:
+        return self.state_bytes + self.activation_bytes
+
+    def describe(self) -> str:
+        return (f"{gib(self.total)} ({self.parameters / 1e6:.1f}M parameters: "
+                f"{gib(self.state_bytes)} of weights and optimizer state, "
+                f"{gib(self.activation_bytes)} of activations)")
+
+
+def gib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.2f} GiB" if n_bytes >= 2**27 else f"{n_bytes / 2**20:.1f} MiB"
+
+
+def estimate_training(cfg, batch_size: int, itemsize: int = 4) -> MemoryEstimate:
+    """Peak bytes of a training step of a GPT with config ``cfg`` (a GPTConfig) at ``batch_size``."""
+    B, T, V, L, H, C = (batch_size, cfg.block_size, cfg.vocab_size, cfg.n_layer, cfg.n_head,
+                        cfg.n_embd)
+    P = count_parameters(V, T, L, C, cfg.bias)
+    activations = L * (30 * B * T * C + B * H * T * T) + 24 * B * T * C + 2 * B * T * V \
+        + 2 * B * H * T * T
+    return MemoryEstimate(P, 4 * P * itemsize, activations * itemsize)
+
+
+def estimate_inference(cfg, batch_size: int, itemsize: int = 4) -> MemoryEstimate:
+    """Peak bytes of a forward pass without a graph (evaluation, sampling)."""
+    B, T, V, L, H, C = (batch_size, cfg.block_size, cfg.vocab_size, cfg.n_layer, cfg.n_head,
+                        cfg.n_embd)
+    P = count_parameters(V, T, L, C, cfg.bias)
+    activations = 30 * B * T * C + 3 * B * H * T * T + 3 * B * T * V
+    return MemoryEstimate(P, P * itemsize, activations * itemsize)
+
+
+def available_bytes(backend) -> int | None:
+    """Memory the backend can still allocate, or None where we cannot tell.
+
+    A backend with its own memory (a GPU) may say by defining ``memory_available()``;
+    host backends use Linux's MemAvailable (free memory plus reclaimable caches).
+    """
+    query = getattr(backend, "memory_available", None)
+    if query is not None:
+        return query()
+    if backend.xp is not np:  # device arrays, and the device did not say: no guess
+        return None
+    return meminfo_available()
+
+
+def meminfo_available(path: str = "/proc/meminfo") -> int | None:
+    """MemAvailable from /proc/meminfo in bytes; None where there is no such file (not Linux)."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the kernel reports kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def require(estimate: MemoryEstimate, available: int | None, what: str, shrink: str) -> None:
+    """Raise ResourceError when ``estimate`` exceeds ``available`` bytes (None: cannot tell, pass)."""
+    if available is None or estimate.total <= available:
+        return
+    raise ResourceError(f"{what} needs about {estimate.describe()} but only {gib(available)} is "
+                        f"available; shrink {shrink}")
+
+
+def check_training(cfg, batch_size: int, backend, itemsize: int = 4) -> MemoryEstimate:
+    """Refuse (ResourceError) a training config whose estimate does not fit ``backend``'s memory."""
+    estimate = estimate_training(cfg, batch_size, itemsize)
+    require(estimate, available_bytes(backend) if _checks_enabled() else None,
+            "training this model", "--batch-size, --block-size, --n-layer or --n-embd")
+    return estimate
+
+
+def check_inference(cfg, batch_size: int, backend, itemsize: int = 4) -> MemoryEstimate:
+    """Refuse (ResourceError) an evaluation whose estimate does not fit ``backend``'s memory."""
+    estimate = estimate_inference(cfg, batch_size, itemsize)
+    require(estimate, available_bytes(backend) if _checks_enabled() else None,
+            "evaluating this model", "--batch-size")
+    return estimate
+
+
+def _checks_enabled() -> bool:
+    """TINYLM_SKIP_MEMORY_CHECK=1 turns the refusal off (the estimate may be wrong for you)."""
+    return os.environ.get("TINYLM_SKIP_MEMORY_CHECK", "") in ("", "0")
