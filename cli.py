@@ -42,6 +42,9 @@ MODEL_FIELDS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]  # vocab
 TRAIN_FIELDS = list(fields(TrainConfig))
 
 
+SHRINK = "try a smaller --batch-size, --block-size or model (--n-layer, --n-embd)"
+
+
 def _echo_err(message: str) -> None:
     click.echo(message, err=True)
 
@@ -69,10 +72,17 @@ class TinyLMGroup(click.Group):
             _echo_err(f"error: {exc}")
             sys.exit(exc.exit_code)
         except MemoryError:
-            _echo_err("error: out of memory; try a smaller --batch-size, --block-size or model")
+            _echo_err(f"error: out of memory; {SHRINK}")
             sys.exit(1)
         except OSError as exc:
             _echo_err(f"error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+            sys.exit(1)
+        except Exception as exc:
+            # CuPy's cupy.cuda.memory.OutOfMemoryError, matched by name so cupy is never imported
+            if type(exc).__name__ != "OutOfMemoryError":
+                raise
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "allocation failed"
+            _echo_err(f"error: out of GPU memory ({detail}); {SHRINK}")
             sys.exit(1)
         except KeyboardInterrupt:
             _echo_err("interrupted")
@@ -136,6 +146,10 @@ def read_toml(path: str) -> dict:
             doc = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: not UTF-8 at byte {exc.start}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not valid TOML: nested too deeply") from None
     flat = {}
     for key, value in doc.items():
         flat.update(value if isinstance(value, dict) else {key: value})
@@ -144,6 +158,13 @@ def read_toml(path: str) -> dict:
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {unknown}; valid keys are the train options "
                           "with '_' for '-' (e.g. n_layer, learning_rate)")
+    if "preset" in flat and (not isinstance(flat["preset"], str) or flat["preset"] not in PRESETS):
+        raise ConfigError(f"{path}: preset must be one of {sorted(PRESETS)}, got {flat['preset']!r:.40}")
+    if "data" in flat and not isinstance(flat["data"], str):
+        raise ConfigError(f"{path}: data must be a path in quotes, got {flat['data']!r:.40}")
+    fraction = flat.get("val_fraction", 0.5)
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction < 1:
+        raise ConfigError(f"{path}: val_fraction must be a number in (0, 1), got {fraction!r:.40}")
     return flat
 
 
@@ -308,7 +329,7 @@ def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite
 @click.option("--temperature", type=float, default=0.8, show_default=True,
               help="Softmax temperature; 0 = greedy.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample among the k likeliest.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @backend_option
 def sample(ckpt, prompt, num_tokens, temperature, top_k, seed, backend, threads):
     """Generate text from a trained checkpoint, streamed as it is produced.
@@ -350,11 +371,13 @@ def evaluate(ckpt, data, batches, batch_size, as_json, backend, threads):
     """
     from tinylm.checkpoint import load_model
     from tinylm.data import unigram_entropy
+    from tinylm.resources import check_inference
     from tinylm.run import load_corpus, split_for_training
     from tinylm.train import estimate_loss
 
     activate_backend(backend, threads)
     model, tokenizer, ck = load_model(ckpt)
+    check_inference(model.config, batch_size, backends.current())
     block = model.config.block_size
     if data is None:
         saved = ck.train.get("data") or {}

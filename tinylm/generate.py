@@ -19,7 +19,7 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float
     """
     if temperature == 0:
         return int(np.argmax(logits))
-    z = logits.astype(np.float64) / temperature
+    z = (logits.astype(np.float64) - logits.max()) / temperature  # <= 0: no overflow at tiny T
     if top_k is not None and top_k < len(z):
         kth = np.partition(z, -top_k)[-top_k]
         z = np.where(z < kth, -np.inf, z)
@@ -29,8 +29,8 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float
 
 
 def check_sampling(temperature: float, top_k: int | None) -> None:
-    if temperature < 0:
-        raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not (0 <= temperature < float("inf")):  # also refuses NaN
+        raise ConfigError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ConfigError(f"top_k must be >= 1, got {top_k}")
 

@@ -65,7 +65,12 @@ class MemoryEstimate:
 
 
 def gib(n_bytes: int) -> str:
-    return f"{n_bytes / 2**30:.2f} GiB" if n_bytes >= 2**27 else f"{n_bytes / 2**20:.1f} MiB"
+    """Bytes for people: GiB from 128 MiB up, MiB from 1 MiB, else KiB."""
+    if n_bytes >= 2**27:
+        return f"{n_bytes / 2**30:.2f} GiB"
+    if n_bytes >= 2**20:
+        return f"{n_bytes / 2**20:.1f} MiB"
+    return f"{n_bytes / 2**10:.1f} KiB"
 
 
 def estimate_training(cfg, batch_size: int, itemsize: int = 4) -> MemoryEstimate:
