@@ -1,0 +1,55 @@
+"""Shared test configuration: hypothesis profiles, global-state hygiene, the backend fixture.
+
+Hypothesis profiles (docs/testing.md), chosen by TINYLM_HYPOTHESIS_PROFILE:
+- ``ci`` (default): deterministic (derandomize), few examples, no deadline — what .ci/run uses;
+- ``thorough``: many random examples, for local runs before a release.
+"""
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from tinylm import backends
+from tinylm.tensor import get_default_dtype, set_default_dtype
+
+# ---- hypothesis profiles ----------------------------------------------------------------------
+
+settings.register_profile(
+    "ci", derandomize=True, database=None, max_examples=25, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.register_profile(
+    "thorough", max_examples=500, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+
+PROFILE = os.environ.get("TINYLM_HYPOTHESIS_PROFILE", "ci")
+if PROFILE not in ("ci", "thorough"):
+    raise pytest.UsageError(f"TINYLM_HYPOTHESIS_PROFILE={PROFILE!r}: choose 'ci' or 'thorough'")
+settings.load_profile(PROFILE)
+
+
+def pytest_report_header(config):
+    return f"hypothesis profile: {PROFILE} (set TINYLM_HYPOTHESIS_PROFILE=ci|thorough)"
+
+
+# ---- global state ---------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _restore_tinylm_globals():
+    """A test that changes the default dtype or the active backend cannot leak it into the next."""
+    dtype, backend = get_default_dtype(), backends.current()
+    yield
+    set_default_dtype(dtype)
+    backends.set_backend(backend)
+
+
+# ---- backends -------------------------------------------------------------------------------
+
+@pytest.fixture(params=list(backends.REGISTRY))
+def backend(request):
+    """Each registered backend in turn, active for the test; unavailable ones skip with the reason."""
+    usable, reason = backends.availability(request.param)
+    if not usable:
+        pytest.skip(f"{request.param} unavailable: {reason}")
+    with backends.use(request.param) as active:
+        yield active
