@@ -72,7 +72,7 @@ def launch(*ranks: list[str], timeout: float = 60) -> subprocess.CompletedProces
     """Run one program per rank under mpiexec (MPMD: ``-n 1 a : -n 1 b``); never hangs the suite."""
     command = [mpiexec()]
     for i, argv in enumerate(ranks):
-        command += ([":"] if i else []) + ["-n", "1", *argv]
+        command += ([":"] if i else []) + ["-n", "1", *map(str, argv)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
@@ -136,6 +136,23 @@ def test_two_ranks_equal_one_process_on_the_union_of_their_batches(corpus, tmp_p
     train(reference.state, reference.val_ids, cfg)  # no checkpoint
     assert_same_parameters(load_checkpoint(tmp_path / "dist").weights,
                            reference.state.model.state_dict())
+
+
+@needs_mpi
+def test_a_resumed_two_rank_run_repeats_the_uninterrupted_one(corpus, tmp_path):
+    """Rank 0 restores its batch stream from the checkpoint; rank 1 skips the batches it drew."""
+    config = {**CONFIG, "lr_decay_iters": 4}  # the same schedule for the 2-step first half
+
+    def two_ranks(*args):
+        argv = [*TINYLM, "train", "--distributed", "--data", corpus, *args]
+        result = launch(argv, argv)
+        assert result.returncode == 0, result.stderr
+
+    two_ranks("--out", tmp_path / "straight", *flags(config))
+    two_ranks("--out", tmp_path / "halves", *flags({**config, "max_iters": 2}))
+    two_ranks("--out", tmp_path / "halves", "--resume", "--max-iters", 4)
+    assert_same_parameters(load_checkpoint(tmp_path / "halves").weights,
+                           load_checkpoint(tmp_path / "straight").weights, tol=0)
 
 
 @needs_mpi

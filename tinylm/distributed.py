@@ -34,7 +34,10 @@ RANK_SEED_STRIDE = 1000  # seed + 1 and seed + 2 are the evaluation streams (tra
 
 
 def rank_seed(seed: int, rank: int) -> int:
-    """The seed of rank ``rank``'s batches and dropout masks; rank 0 keeps ``seed`` (a 1-rank job = a plain run)."""
+    """The seed of rank ``rank``'s batches and dropout masks; rank 0 keeps ``seed``.
+
+    So a 1-rank job draws exactly what a plain run draws.
+    """
     return seed + RANK_SEED_STRIDE * rank
 
 
@@ -97,8 +100,8 @@ class Communicator:
         where = f"rank {self.rank} of {self.world_size}"
         try:
             yield
-        except TinyLMError as exc:
-            self.abort(f"error: {where}: {exc}", exc.exit_code)
+        except (TinyLMError, OSError, MemoryError) as exc:  # anticipated: one line, no traceback
+            self.abort(f"error: {where}: {exc}", getattr(exc, "exit_code", 1))
         except KeyboardInterrupt:
             self.abort(f"{where}: interrupted", 130)
         except Exception as exc:  # a bug: keep the traceback, then stop every rank
@@ -199,15 +202,22 @@ class NCCLCommunicator(Communicator):
                                    "NCCL (pip install 'tinylm[gpu]' nvidia-nccl-cu12) or train "
                                    "with --backend numpy/numba over MPI") from None
         self.cupy, self.nccl = cupy, nccl
-        local = self.mpi.comm.Split_type(self.mpi.MPI.COMM_TYPE_SHARED)
-        gpus = cupy.cuda.runtime.getDeviceCount()
-        if local.Get_size() > gpus:
-            raise DistributedError(f"{local.Get_size()} ranks on this host but only {gpus} GPU(s); "
-                                   "NCCL needs one GPU per rank")
-        cupy.cuda.Device(local.Get_rank()).use()
+        cupy.cuda.Device(self._local_gpu()).use()
         self.comm = nccl.NcclCommunicator(self.world_size, self._unique_id(), self.rank)
         self.name = f"NCCL {nccl.get_version()} via CuPy {cupy.__version__}"
         self._last = None  # event after the latest collective
+
+    def _local_gpu(self) -> int:
+        """This rank's GPU: its index among the ranks on this host, or 0 when it sees only one
+        (a launcher such as ``srun --gpus-per-task=1`` already gave each rank its own)."""
+        local = self.mpi.comm.Split_type(self.mpi.MPI.COMM_TYPE_SHARED)
+        gpus = self.cupy.cuda.runtime.getDeviceCount()
+        if gpus == 1:
+            return 0
+        if local.Get_size() > gpus:
+            raise DistributedError(f"{local.Get_size()} ranks on this host but only {gpus} GPUs; "
+                                   "NCCL needs one GPU per rank: start at most one rank per GPU")
+        return local.Get_rank()
 
     def _unique_id(self):
         """NCCL's 128-byte id made on rank 0, sent over MPI (as a tuple or bytes, as this CuPy wants)."""
