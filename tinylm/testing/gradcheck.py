@@ -63,18 +63,25 @@ def check_vjp(fn, *inputs, params=None, names=None, atol: float = 1e-6, rtol: fl
     with _float64_call(fn, inputs, params, names) as (args, targets):
         cots = _forward_backward(fn, args, targets, seed)
         rng = np.random.default_rng(seed + 1)
+        failures = []
         for label, tensor in targets:
             direction = rng.standard_normal(tensor.shape)
             analytic = float(np.vdot(_analytic(tensor), direction))
             numeric = _central_difference(fn, args, tensor, cots, eps, direction=direction)
             error = abs(analytic - numeric)
             if not error <= atol + rtol * abs(numeric):
-                raise AssertionError(
-                    f"VJP check failed for {label} of shape {tensor.shape}: ⟨gradient, v⟩ along a "
-                    f"random direction v is {analytic:.10g} by autograd but {numeric:.10g} by "
-                    f"finite differences; abs error {error:.3g}, rel error "
-                    f"{_relative(error, numeric):.3g} (atol {atol:g}, rtol {rtol:g}, eps {eps:g}, "
-                    f"float64). Run check_gradients on a small input to find the wrong element.")
+                failures.append(
+                    f"{label} of shape {tensor.shape}: ⟨gradient, v⟩ along a random direction v "
+                    f"is {analytic:.10g} by autograd but {numeric:.10g} by finite differences; "
+                    f"abs error {error:.3g}, rel error {_relative(error, numeric):.3g}")
+        if failures:
+            # which tensors fail localises the bug: those upstream of it fail, those downstream pass
+            others = "; ".join(f.split(" of shape")[0] for f in failures[1:])
+            raise AssertionError(
+                f"VJP check failed for {failures[0]} (atol {atol:g}, rtol {rtol:g}, eps {eps:g}, "
+                f"float64). {len(failures)} of {len(targets)} checked tensors fail"
+                f"{': also ' + others if others else ''}. Run check_gradients on a small input "
+                f"to find the wrong element.")
 
 
 # -- setting up a float64 call --------------------------------------------------------------
