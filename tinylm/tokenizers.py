@@ -7,11 +7,14 @@ so a BPE tokenizer can be added later by registering one more class.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from tinylm.errors import CheckpointError, ConfigError, DataError
+from tinylm.fileio import atomic_write_bytes
 
 # UTF-32 is one 4-byte unit per code point, so str <-> code-point arrays is a
 # single vectorised encode/decode. "surrogatepass" lets lone surrogates round-trip.
@@ -145,3 +148,27 @@ def tokenizer_from_dict(d: dict) -> CharTokenizer:
     if cls is None:
         raise CheckpointError(f"unknown tokenizer type {type_name!r}; known types: {', '.join(map(repr, TOKENIZERS))}")
     return cls.from_dict(d)
+
+
+# Byte-level BPE lives in its own module (tinylm/bpe.py); it does not import this one.
+from tinylm.bpe import BPETokenizer  # noqa: E402
+
+TOKENIZERS[BPETokenizer.type_name] = BPETokenizer
+
+
+def save_tokenizer(tokenizer, path) -> None:
+    """Write ``tokenizer.to_dict()`` to ``path`` as JSON, atomically (``tinylm tokenizer train --out``)."""
+    atomic_write_bytes(path, json.dumps(tokenizer.to_dict(), ensure_ascii=False).encode("utf-8"))
+
+
+def load_tokenizer(path):
+    """The tokenizer in a JSON file written by ``save_tokenizer`` (``tinylm train --tokenizer``)."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not a tokenizer JSON file ({exc}); make one with "
+                        "'tinylm tokenizer train'") from None
+    try:
+        return tokenizer_from_dict(d)
+    except CheckpointError as exc:
+        raise DataError(f"{path}: {exc}") from None
