@@ -90,9 +90,19 @@ def outputs(result, what: str = "the function") -> list[Tensor]:
                     f"got {type(result).__name__}")
 
 
+# Salted into every generator the toolkit seeds: a user's data drawn with default_rng(0)
+# must not coincide with the cotangent u (u ∥ y makes the gradient of a normalisation vanish).
+SALT = 0x7E57
+
+
+def toolkit_rng(seed: int, stream: int = 0) -> np.random.Generator:
+    """The toolkit's own random generator for ``seed``, independent of default_rng(seed)."""
+    return np.random.default_rng([SALT, stream, seed])
+
+
 def cotangents(outs: list[Tensor], seed: int) -> list[np.ndarray]:
     """Fixed random upstream gradients u_i, one per output, in float64 on the host."""
-    rng = np.random.default_rng(seed)
+    rng = toolkit_rng(seed)
     return [rng.standard_normal(out.shape) for out in outs]
 
 

@@ -26,7 +26,8 @@ from tinylm.nn import Module
 from tinylm.tensor import Tensor
 
 from ._harness import (backward_projection, cotangents, default_dtype, describe_callable,
-                       eval_mode, evaluate, host, is_floating, outputs, projection, to_backend)
+                       eval_mode, evaluate, host, is_floating, outputs, projection, to_backend,
+                       toolkit_rng)
 
 
 def check_gradients(fn, *inputs, params=None, names=None, atol: float = 1e-6,
@@ -62,7 +63,7 @@ def check_vjp(fn, *inputs, params=None, names=None, atol: float = 1e-6, rtol: fl
     """
     with _float64_call(fn, inputs, params, names) as (args, targets):
         cots = _forward_backward(fn, args, targets, seed)
-        rng = np.random.default_rng(seed + 1)
+        rng = toolkit_rng(seed, stream=1)
         failures = []
         for label, tensor in targets:
             direction = rng.standard_normal(tensor.shape)

@@ -29,7 +29,7 @@ from tinylm.nn import Module, Parameter
 from tinylm.tensor import Tensor, get_default_dtype, no_grad
 
 from ._harness import (as_args, backward_projection, cotangents, default_dtype, host, outputs,
-                       to_backend)
+                       to_backend, toolkit_rng)
 
 CHECKS = ("registration", "output contract", "eval determinism", "state_dict round trip",
           "gradients reach every parameter", "large inputs stay finite")
@@ -191,7 +191,7 @@ def _state_dict_round_trip(module, factory, example, seed, fail):
             fail("state_dict round trip", f"state_dict()[{key!r}] aliases the parameter: "
                  "editing the saved state would change the model")
     fresh = factory()
-    rng = np.random.default_rng(seed)
+    rng = toolkit_rng(seed, stream=2)
     backend = backends.current()
     for p in fresh.parameters():  # make every parameter differ, so that a skipped one shows
         p.data = backend.from_host(rng.standard_normal(p.shape), dtype=p.dtype)
@@ -213,7 +213,7 @@ def _state_dict_round_trip(module, factory, example, seed, fail):
 
 def _gradients_reach(module, example, allow_zero_grad, seed, fail):
     # at a generic point near the example: at x = 0 a weight's gradient is legitimately zero
-    noise = np.random.default_rng(seed)
+    noise = toolkit_rng(seed, stream=1)
     generic = [host(x) + noise.standard_normal(x.shape) if _floating(x) else x for x in example]
     module.zero_grad()
     args = _args(generic)
