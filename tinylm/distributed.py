@@ -185,7 +185,8 @@ class NCCLCommunicator(Communicator):
     small host-side flags. NCCL calls are queued on the current CUDA stream; a
     deadline is kept by polling an event recorded after each collective, waited on
     just before the next one so the host is never held up by the GPU step.
-    Untested on a real multi-GPU machine so far.
+    Not yet run on a GPU: written against cupy.cuda.nccl's documented API; the
+    ``gpu`` tests in tests/test_distributed.py check it where CUDA is present.
     """
 
     DTYPES = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64"}
