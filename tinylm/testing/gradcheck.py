@@ -51,7 +51,8 @@ def check_gradients(fn, *inputs, params=None, names=None, atol: float = 1e-6,
             analytic = _analytic(tensor)
             numeric = np.zeros(tensor.shape)
             for index in np.ndindex(*tensor.shape):
-                numeric[index] = _central_difference(fn, args, tensor, cots, eps, index=index)
+                numeric[index] = _central_difference(fn, args, tensor, cots, eps,
+                                                     _unit(tensor.shape, index))
             _compare_elements(label, tensor.shape, analytic, numeric, atol, rtol, eps)
 
 
@@ -68,7 +69,7 @@ def check_vjp(fn, *inputs, params=None, names=None, atol: float = 1e-6, rtol: fl
         for label, tensor in targets:
             direction = rng.standard_normal(tensor.shape)
             analytic = float(np.vdot(_analytic(tensor), direction))
-            numeric = _central_difference(fn, args, tensor, cots, eps, direction=direction)
+            numeric = _central_difference(fn, args, tensor, cots, eps, direction)
             error = abs(analytic - numeric)
             if not error <= atol + rtol * abs(numeric):
                 failures.append(
@@ -157,25 +158,23 @@ def _analytic(tensor: Tensor) -> np.ndarray:
     return np.zeros(tensor.shape) if tensor.grad is None else host(tensor.grad).astype(np.float64)
 
 
-def _central_difference(fn, args, tensor, cots, eps, index=None, direction=None) -> float:
-    """(L(x + ε d) − L(x − ε d)) / 2ε for d = the unit vector at ``index`` or ``direction``."""
+def _central_difference(fn, args, tensor, cots, eps, direction) -> float:
+    """(L(x + ε d) − L(x − ε d)) / 2ε, moving ``tensor`` in place and restoring it exactly."""
     data = tensor.data
-    if index is not None:
-        original = data[index].copy()
-        data[index] = original + eps
-        plus = projection(evaluate(fn, args), cots)
-        data[index] = original - eps
-        minus = projection(evaluate(fn, args), cots)
-        data[index] = original
-    else:
-        original = data.copy()
-        step = backends.current().from_host(eps * direction, dtype=data.dtype)
-        data[...] = original + step
-        plus = projection(evaluate(fn, args), cots)
-        data[...] = original - step
-        minus = projection(evaluate(fn, args), cots)
-        data[...] = original
+    original = data.copy()
+    step = backends.current().from_host(eps * direction, dtype=data.dtype)
+    data[...] = original + step
+    plus = projection(evaluate(fn, args), cots)
+    data[...] = original - step
+    minus = projection(evaluate(fn, args), cots)
+    data[...] = original
     return (plus - minus) / (2 * eps)
+
+
+def _unit(shape, index) -> np.ndarray:
+    e = np.zeros(shape)
+    e[index] = 1.0
+    return e
 
 
 # -- reporting --------------------------------------------------------------------------------

@@ -28,8 +28,8 @@ from tinylm import backends
 from tinylm.nn import Module, Parameter
 from tinylm.tensor import Tensor, get_default_dtype, no_grad
 
-from ._harness import (as_args, backward_projection, cotangents, default_dtype, host, outputs,
-                       to_backend, toolkit_rng)
+from ._harness import (as_args, backward_projection, cotangents, default_dtype, host, is_floating,
+                       outputs, to_backend, toolkit_rng)
 
 CHECKS = ("registration", "output contract", "eval determinism", "state_dict round trip",
           "gradients reach every parameter", "large inputs stay finite")
@@ -86,11 +86,7 @@ def _check_once(factory, example, output_shape, large_magnitude, allow_zero_grad
 
 def _args(example, dtype=None, scale=1.0):
     dtype = dtype or get_default_dtype()
-    return tuple(to_backend(host(x) * scale if _floating(x) else x, dtype) for x in example)
-
-
-def _floating(x) -> bool:
-    return hasattr(x, "dtype") and np.dtype(x.dtype).kind == "f"
+    return tuple(to_backend(host(x) * scale if is_floating(x) else x, dtype) for x in example)
 
 
 def _run(module, args) -> list[Tensor]:
@@ -214,7 +210,7 @@ def _state_dict_round_trip(module, factory, example, seed, fail):
 def _gradients_reach(module, example, allow_zero_grad, seed, fail):
     # at a generic point near the example: at x = 0 a weight's gradient is legitimately zero
     noise = toolkit_rng(seed, stream=1)
-    generic = [host(x) + noise.standard_normal(x.shape) if _floating(x) else x for x in example]
+    generic = [host(x) + noise.standard_normal(x.shape) if is_floating(x) else x for x in example]
     module.zero_grad()
     args = _args(generic)
     outs = _run(module, args)
@@ -238,7 +234,7 @@ def _gradients_reach(module, example, allow_zero_grad, seed, fail):
 # -- 6. large inputs ---------------------------------------------------------------------------
 
 def _large_inputs(module, example, large_magnitude, seed, fail):
-    if not any(_floating(x) for x in example):
+    if not any(is_floating(x) for x in example):
         return  # integer inputs (token ids) have no magnitude to scale
     args = _args(example, scale=large_magnitude)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # the check reports them

@@ -29,10 +29,6 @@ def _call(fn, x: np.ndarray) -> np.ndarray:
         return host(evaluate(fn, (arg,))[0]).astype(np.float64)
 
 
-def _take(a: np.ndarray, index, axis: int) -> np.ndarray:
-    return np.take(a, index, axis=axis)
-
-
 def _differs(a, b, atol, rtol) -> tuple[bool, float]:
     diff = np.abs(a - b)
     bad = ~(diff <= atol + rtol * np.abs(a))
@@ -68,10 +64,10 @@ def check_causal(fn, x, *, axis: int = 1, vocab_size: int | None = None, atol: f
         future[axis] = slice(t + 1, None)
         edited[tuple(future)] = _changed_values(x[tuple(future)], rng, vocab_size)
         out = _call(fn, edited)
-        past = _take(out, range(t + 1), axis)
-        bad, _ = _differs(_take(base, range(t + 1), axis), past, atol, rtol)
+        past = np.take(out, range(t + 1), axis=axis)
+        bad, _ = _differs(np.take(base, range(t + 1), axis=axis), past, atol, rtol)
         if bad:
-            per_position = np.abs(_take(base, range(t + 1), axis) - past)
+            per_position = np.abs(np.take(base, range(t + 1), axis=axis) - past)
             per_position = np.moveaxis(per_position, axis, 0).reshape(t + 1, -1).max(axis=1)
             s = int(np.argmax(per_position))
             raise AssertionError(
@@ -92,8 +88,8 @@ def check_permutation_equivariant(fn, x, *, axis: int = 1, atol: float = 1e-6,
     perm = toolkit_rng(seed).permutation(T)
     if np.array_equal(perm, np.arange(T)):
         perm = np.roll(perm, 1)
-    expected = _take(_call(fn, x), perm, axis)
-    got = _call(fn, _take(x, perm, axis))
+    expected = np.take(_call(fn, x), perm, axis=axis)
+    got = _call(fn, np.take(x, perm, axis=axis))
     bad, max_diff = _differs(expected, got, atol, rtol)
     if bad:
         raise AssertionError(
@@ -116,20 +112,20 @@ def check_batch_independent(fn, x, *, axis: int = 0, vocab_size: int | None = No
     rng = toolkit_rng(seed)
     base = _call(fn, x)
     for i in range(B):
-        own = _take(base, [i], axis)
+        own = np.take(base, [i], axis=axis)
         if B > 1:
             others = [j for j in range(B) if j != i]
             edited = x.copy()
             index = [slice(None)] * x.ndim
             index[axis] = others
             edited[tuple(index)] = _changed_values(x[tuple(index)], rng, vocab_size)
-            bad, max_diff = _differs(own, _take(_call(fn, edited), [i], axis), atol, rtol)
+            bad, max_diff = _differs(own, np.take(_call(fn, edited), [i], axis=axis), atol, rtol)
             if bad:
                 raise AssertionError(
                     f"{describe_callable(fn)} is not batch-independent: example {i}'s output "
                     f"changed by up to {max_diff:.3g} when only the other examples changed "
                     f"(atol {atol:g}, rtol {rtol:g}); information leaks across the batch axis {axis}")
-        bad, max_diff = _differs(own, _call(fn, _take(x, [i], axis)), atol, rtol)
+        bad, max_diff = _differs(own, _call(fn, np.take(x, [i], axis=axis)), atol, rtol)
         if bad:
             raise AssertionError(
                 f"{describe_callable(fn)} is not batch-independent: example {i} gives a different "
