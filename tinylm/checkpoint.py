@@ -96,9 +96,20 @@ def save_checkpoint(location, ckpt: Checkpoint) -> Path:
         "sha256": {name: _digest(a) for name, a in tensors.items()},
     }
     text = json.dumps(meta)
+    _check_storable_text(path, meta)
     remove_stale_temporaries(path)  # left by a writer that was killed mid-save
     save_file(tensors, path, metadata={META_KEY: text, META_DIGEST_KEY: _text_digest(text)})
     return path
+
+
+def _check_storable_text(path: Path, meta: dict) -> None:
+    """Refuse strings with lone surrogates: JSON would read a high + low pair back as one character."""
+    try:
+        json.dumps(meta, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CheckpointError(f"cannot save {path}: the metadata holds a lone surrogate "
+                              f"({exc.object[exc.start]!r}), which the file cannot store faithfully "
+                              "(is the tokenizer built from text that is not valid Unicode?)") from None
 
 
 def load_checkpoint(location) -> Checkpoint:
