@@ -329,25 +329,38 @@ def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite
 @click.option("--temperature", type=float, default=0.8, show_default=True,
               help="Softmax temperature; 0 = greedy.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample among the k likeliest.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Nucleus sampling: among the fewest likeliest tokens whose probability "
+                   "reaches p (0.9 is common).")
+@click.option("--repetition-penalty", type=click.FloatRange(0, min_open=True), default=1.0,
+              show_default=True, help="Above 1 discourages tokens already in the text (1.1-1.3).")
+@click.option("--no-repeat-ngram-size", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Never repeat an n-gram of this many tokens (0 = off).")
+@click.option("--stop", multiple=True,
+              help="Stop before this string; repeatable (a newline in bash: --stop $'\\n\\n').")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @backend_option
-def sample(ckpt, prompt, num_tokens, temperature, top_k, seed, backend, threads):
-    """Generate text from a trained checkpoint, streamed as it is produced.
+def sample(ckpt, prompt, num_tokens, temperature, top_k, top_p, repetition_penalty,
+           no_repeat_ngram_size, stop, seed, backend, threads):
+    """Generate text from a trained checkpoint, streamed as it is produced (with a KV cache).
 
     \b
-    Example:
+    Examples:
       tinylm sample --ckpt out --prompt "import " --num-tokens 200 --temperature 0.8 --top-k 40
+      tinylm sample --ckpt gpt2 --prompt "Hello," --top-p 0.9 --repetition-penalty 1.2 \\
+                    --no-repeat-ngram-size 3 --stop "<|endoftext|>" --stop $'\\n\\n'
     """
     from tinylm.checkpoint import load_model
-    from tinylm.generate import check_sampling, generate
+    from tinylm.generate import check_sampling, generate_text
 
     activate_backend(backend, threads)
-    check_sampling(temperature, top_k)
+    sampling = check_sampling(temperature, top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                              no_repeat_ngram_size=no_repeat_ngram_size)
     model, tokenizer, _ = load_model(ckpt)
     prompt_ids = tokenizer.encode(prompt)
     click.echo(prompt, nl=False)
-    generate(model, prompt_ids, num_tokens, temperature, top_k, seed,
-             on_token=lambda t: click.echo(tokenizer.decode([t]), nl=False))
+    generate_text(model, tokenizer, prompt_ids, num_tokens, sampling, seed, stop=stop,
+                  on_text=lambda text: click.echo(text, nl=False))
     click.echo()
     return 0
 
