@@ -1,0 +1,107 @@
+"""The Numba backend: NumPy arrays, with the fused kernels compiled for all CPU cores.
+
+The model, the ops and the training loop are the NumPy backend's; only the
+kernels differ (backends/numba_kernels.py). Matrix products stay in BLAS.
+Importing this module imports neither Numba nor the kernels: ``available()``
+checks that Numba imports, and ``create()`` loads the kernels and runs each
+once (compiling it, or loading it from Numba's on-disk cache), timing that in
+``compile_seconds`` so it can be reported apart from training time.
+
+Threads: Numba's pool has ``NUMBA_NUM_THREADS`` threads (default: all cores),
+fixed when Numba is first imported; ``set_threads(n)`` uses n of them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from tinylm.errors import ConfigError
+
+from . import numpy_backend
+from .base import Backend
+
+NAME = "numba"
+_INSTALL_HINT = "pip install 'tinylm[numba]'"
+
+
+def available() -> tuple[bool, str]:
+    try:
+        import numba  # noqa: F401  (importing compiles nothing)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) == "numba"
+        reason = "numba is not installed" if missing else f"numba cannot be imported ({exc})"
+        return False, f"{reason}: {_INSTALL_HINT}"
+    return True, ""
+
+
+class NumbaBackend(Backend):
+    """NumPy arrays on the host; kernels from :class:`numba_kernels.NumbaKernels`."""
+
+    name = NAME
+
+    def __init__(self, kernels):
+        super().__init__(np, kernels)
+        self.compile_seconds: float | None = None
+
+    def set_threads(self, n: int) -> None:
+        import numba
+
+        most = numba.config.NUMBA_NUM_THREADS
+        if not isinstance(n, int) or not 1 <= n <= most:
+            raise ConfigError(f"threads must be between 1 and {most} (NUMBA_NUM_THREADS), "
+                              f"got {n!r}; set NUMBA_NUM_THREADS before starting to allow more")
+        numba.set_num_threads(n)
+
+    def threads(self) -> int:
+        import numba
+
+        return numba.get_num_threads()
+
+    def warmup(self) -> float:
+        """Run every kernel once on tiny float32 inputs; returns (and keeps) the seconds taken.
+
+        The first run on a machine compiles (tens of seconds); later runs load
+        the compiled code from Numba's cache (``NUMBA_CACHE_DIR``, by default
+        ``__pycache__`` beside the kernels or a per-user directory).
+        """
+        t0 = time.perf_counter()
+        _exercise(self.kernels, np.float32)
+        self.compile_seconds = time.perf_counter() - t0
+        return self.compile_seconds
+
+    def describe(self) -> str:
+        import numba
+
+        return (f"Numba {numba.__version__} on the CPU, {self.threads()} threads "
+                f"({numba.threading_layer()} layer), NumPy {np.__version__} for BLAS")
+
+
+def _exercise(k, dtype) -> None:
+    """Call every kernel once with ``dtype`` inputs of the types training passes."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 8)).astype(dtype)                     # (B, T, C)
+    w, b = np.ones(8, dtype), np.zeros(8, dtype)
+    y, mean, rstd = k.layernorm_forward(x, w, b, 1e-5)
+    k.layernorm_backward(y, x, w, mean, rstd)
+    k.gelu_backward(k.gelu_forward(x), x)
+    targets = np.array([1, 2, -100, 0, 7, 3], dtype=np.int64)
+    loss, probs, n_valid = k.softmax_xent_forward(x.reshape(6, 8), targets, -100)
+    k.softmax_xent_backward(np.asarray(1.0, dtype), probs, targets, -100, n_valid)
+    q = x.reshape(2, 3, 2, 4).transpose(0, 2, 1, 3)                        # (B, H, T, D)
+    att, P = k.attention_forward(q, q, q, 0.5)
+    k.attention_backward(att, q, q, q, P, 0.5)
+    k.embedding_backward(x.reshape(6, 8), targets.clip(0), 8)
+    for size in (8, 40_000):  # the serial and the parallel AdamW
+        p = np.zeros(size, dtype)
+        k.adamw_update(p, p + 1, np.zeros_like(p), np.zeros_like(p), 1e-3, 0.9, 0.99, 1e-8, 0.1, 1)
+
+
+def create() -> Backend:
+    from .numba_kernels import NumbaKernels
+
+    numpy_backend.keep_freed_memory()
+    backend = NumbaBackend(NumbaKernels())
+    backend.warmup()
+    return backend

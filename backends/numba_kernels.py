@@ -1,0 +1,402 @@
+"""The fused kernels compiled by Numba: one ``@njit(parallel=True)`` loop nest per kernel.
+
+Imported by ``numba_backend.create()`` only, never at package import: defining
+the kernels imports Numba (compilation itself happens on first call, or is
+loaded from the on-disk cache). Each kernel computes what the NumPy reference
+of the same name computes (backends/numpy_backend.py), in one pass over memory
+where NumPy makes several. Matrix products stay in BLAS, called from NumPy in
+the Python wrappers of :class:`NumbaKernels`.
+
+Every ``prange`` loop says which outputs each iteration owns: Numba runs the
+iterations on different threads and does not guard shared writes, so no two
+iterations may write the same element (sums across iterations go through
+per-chunk partials that are added up afterwards, in a fixed order).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+
+from .numpy_backend import NumpyKernels
+
+# error_model="numpy": x / 0 is inf or nan, as in NumPy, instead of a Python
+# ZeroDivisionError check on every division (which also blocks vectorisation).
+_JIT = dict(parallel=True, cache=True, fastmath=False, error_model="numpy")
+_SERIAL_JIT = dict(cache=True, fastmath=False, error_model="numpy")
+# Reductions over rows are split into this many chunks whatever the thread
+# count, so that results do not depend on how many threads ran them.
+_N_CHUNKS = 16
+
+
+# -- e^x that vectorises ------------------------------------------------------------
+# LLVM turns a loop of math.exp calls into one libm call per element; this
+# polynomial (Cephes' expf, within 2 ulp) is plain arithmetic, so loops over
+# float32 rows become SIMD. float64 keeps math.exp.
+@intrinsic
+def _bits_to_float32(typingctx, bits):
+    """The float32 whose IEEE-754 bits are the int32 ``bits``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+def _expf(x):
+    # e^x = 2^n e^r,  n = round(x / ln 2),  |r| <= ln(2)/2;  2^n built from its exponent bits
+    F = np.float32
+    xc = min(max(x, F(-87.33654)), F(88.0))
+    n = np.floor(xc * F(1.44269504088896341) + F(0.5))
+    r = xc - n * F(0.693359375) - n * F(-2.12194440e-4)                # ln 2 in two parts
+    p = F(1.9875691500e-4)
+    p = p * r + F(1.3981999507e-3)
+    p = p * r + F(8.3334519073e-3)
+    p = p * r + F(4.1665795894e-2)
+    p = p * r + F(1.6666665459e-1)
+    p = p * r + F(5.0000001201e-1)
+    e = (p * r * r + r + F(1.0)) * _bits_to_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+    return F(0.0) if x < F(-87.33654) else e                             # below: underflow
+
+
+def exp(x):
+    return math.exp(x)
+
+
+@overload(exp, inline="always")
+def _exp_for(x):
+    if x == types.float32:
+        return _expf
+    return lambda x: math.exp(x)
+
+
+# -- row reductions -------------------------------------------------------------------
+# A sum in one accumulator is a chain of dependent adds (4 cycles each); four
+# independent partial sums run four times faster, in a fixed order.
+@njit(inline="always", error_model="numpy")
+def _dot(a, b):
+    """Σ_i a[i] b[i] over 1-D arrays, accumulated in float64."""
+    n = len(a)
+    s0 = s1 = s2 = s3 = 0.0
+    for i in range(0, n - n % 4, 4):
+        s0 += a[i] * b[i]
+        s1 += a[i + 1] * b[i + 1]
+        s2 += a[i + 2] * b[i + 2]
+        s3 += a[i + 3] * b[i + 3]
+    for i in range(n - n % 4, n):
+        s0 += a[i] * b[i]
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(inline="always", error_model="numpy")
+def _sum(a):
+    """Σ_i a[i] over a 1-D array, accumulated in float64."""
+    n = len(a)
+    s0 = s1 = s2 = s3 = 0.0
+    for i in range(0, n - n % 4, 4):
+        s0 += a[i]
+        s1 += a[i + 1]
+        s2 += a[i + 2]
+        s3 += a[i + 3]
+    for i in range(n - n % 4, n):
+        s0 += a[i]
+    return (s0 + s1) + (s2 + s3)
+
+
+# -- cross-entropy --------------------------------------------------------------
+# loss_i = logsumexp(z_i) - z_i[t_i];  probs_i = softmax(z_i)
+@njit(**_JIT)
+def softmax_xent_forward(logits, targets, ignore_index, probs, losses):
+    N, V = logits.shape
+    for i in prange(N):  # each row i owns probs[i] and losses[i]
+        z, p = logits[i], probs[i]
+        zmax = z[0]
+        for j in range(1, V):
+            zmax = max(zmax, z[j])
+        for j in range(V):
+            p[j] = exp(z[j] - zmax)
+        sumexp = _sum(p)
+        inv = probs.dtype.type(1.0 / sumexp)
+        for j in range(V):
+            p[j] *= inv
+        t = targets[i]
+        losses[i] = 0.0 if t == ignore_index else math.log(sumexp) - (z[t] - zmax)
+
+
+# dz_i = (probs_i - onehot(t_i)) * scale, and 0 for ignored rows
+@njit(**_JIT)
+def softmax_xent_backward(probs, targets, ignore_index, scale, dlogits):
+    N, V = probs.shape
+    for i in prange(N):  # each row i owns dlogits[i]
+        t = targets[i]
+        if t == ignore_index:
+            dlogits[i, :] = 0.0
+            continue
+        for j in range(V):
+            dlogits[i, j] = probs[i, j] * scale
+        dlogits[i, t] -= scale
+
+
+# -- layer norm -------------------------------------------------------------------
+# y = (x - mean) * rstd * w + b,   rstd = 1 / sqrt(var + eps)
+@njit(**_JIT)
+def layernorm_forward(x, w, b, eps, y, mean, rstd):
+    N, C = x.shape
+    f = x.dtype.type
+    for i in prange(N):  # each row i owns y[i], mean[i], rstd[i]
+        xc = y[i]                                                         # y[i] holds x - mean first
+        m = f(_sum(x[i]) / C)
+        for c in range(C):
+            xc[c] = x[i, c] - m
+        s = f(1.0 / math.sqrt(_dot(xc, xc) / C + eps))
+        for c in range(C):
+            y[i, c] = xc[c] * s * w[c] + b[c]
+        mean[i], rstd[i] = m, s
+
+
+@njit(**_JIT)
+def layernorm_backward(dy, x, w, mean, rstd, dx, dw_part, db_part):
+    N, C = x.shape
+    f = x.dtype.type
+    n_chunks = dw_part.shape[0]
+    rows = (N + n_chunks - 1) // n_chunks
+    for j in prange(n_chunks):  # chunk j owns dx[its rows], dw_part[j], db_part[j]
+        xhat = np.empty(C, dtype=x.dtype)
+        dxhat = np.empty(C, dtype=x.dtype)
+        dw, db = dw_part[j], db_part[j]
+        for i in range(j * rows, min(N, (j + 1) * rows)):
+            for c in range(C):
+                xhat[c] = (x[i, c] - mean[i]) * rstd[i]
+                dxhat[c] = dy[i, c] * w[c]
+                db[c] += dy[i, c]
+                dw[c] += dy[i, c] * xhat[c]
+            mean_dxhat = f(_sum(dxhat) / C)
+            mean_dxhat_xhat = f(_dot(dxhat, xhat) / C)
+            for c in range(C):
+                # term 1: dxhat;  term 2: -mean(dxhat);  term 3: -xhat * mean(dxhat * xhat)
+                dx[i, c] = (dxhat[c] - mean_dxhat - xhat[c] * mean_dxhat_xhat) * rstd[i]  # final scale
+
+
+# -- GELU, tanh form ----------------------------------------------------------------
+# y = x/2 (1 + tanh u) = x * sigmoid(2u),  u = c (x + 0.044715 x^3),  c = sqrt(2/pi)
+# ((1 + tanh u)/2 = sigmoid(2u): one exp instead of a tanh)
+@njit(**_JIT)
+def gelu_forward(x, y):
+    f = x.dtype.type
+    c, a = f(math.sqrt(2.0 / math.pi)), f(0.044715)
+    for i in prange(x.size):  # each i owns y[i]
+        xi = x[i]
+        y[i] = xi / (f(1.0) + exp(f(-2.0) * c * (xi + a * xi * xi * xi)))
+
+
+# dy/dx = s + 2 x s (1 - s) du,  s = sigmoid(2u),  du = c (1 + 3*0.044715 x^2)
+# (the reference's (1 + tanh u)/2 + x/2 (1 - tanh^2 u) du, with tanh u = 2s - 1)
+@njit(**_JIT)
+def gelu_backward(dy, x, dx):
+    f = x.dtype.type
+    c, a, one = f(math.sqrt(2.0 / math.pi)), f(0.044715), f(1.0)
+    for i in prange(x.size):  # each i owns dx[i]
+        xi = x[i]
+        x2 = xi * xi
+        s = one / (one + exp(f(-2.0) * c * (xi + a * x2 * xi)))
+        du = c * (one + f(3.0) * a * x2)
+        # term 1: s;  term 2: 2 x s (1 - s) du
+        dx[i] = dy[i] * (s + f(2.0) * xi * s * (one - s) * du)
+
+
+# -- causal self-attention ---------------------------------------------------------
+# S = q k^T * scale + mask;  P = softmax over keys;  y = P v
+# The products are BLAS calls; the kernels below fuse everything between them.
+# They work on the transpose S^T[s, t] (keys x queries), which BLAS produces
+# as cheaply as S: a softmax over keys s is then a running max and sum over
+# rows, each an elementwise update of all queries t >= s at once, which
+# vectorises (a sum along a row would be a chain of dependent adds).
+@njit(**_JIT)
+def attention_softmax_forward(ST, scale):
+    """ST (B, H, T, T) = k q^T, in place -> P^T: P^T[s, t] = softmax_s(S[t, :] * scale)[s] for s <= t, else 0."""
+    B, H, T, _ = ST.shape
+    f = ST.dtype.type
+    for bh in prange(B * H):  # each (b, h) owns ST[b, h]
+        b, h = bh // H, bh % H
+        smax = np.full(T, -np.inf, dtype=ST.dtype)
+        total = np.zeros(T, dtype=ST.dtype)
+        for s in range(T):
+            row, m = ST[b, h, s, s:], smax[s:]                            # queries t >= s
+            ST[b, h, s, :s] = 0.0                                         # the causal mask
+            for i in range(T - s):
+                row[i] *= scale
+                m[i] = row[i] if row[i] > m[i] else m[i]
+        for s in range(T):
+            row, m, tot = ST[b, h, s, s:], smax[s:], total[s:]
+            for i in range(T - s):
+                row[i] = exp(row[i] - m[i])
+                tot[i] += row[i]
+        for t in range(T):
+            total[t] = f(1.0) / total[t]
+        for s in range(T):
+            row, inv = ST[b, h, s, s:], total[s:]
+            for i in range(T - s):
+                row[i] *= inv[i]
+
+
+# dS = P ⊙ (dP - rowsum(dP ⊙ P)) * scale, computed on the transposes
+@njit(**_JIT)
+def attention_softmax_backward(dPT, PT, scale):
+    """dPT = v dy^T (B, H, T, T), in place -> dS^T."""
+    B, H, T, _ = PT.shape
+    for bh in prange(B * H):  # each (b, h) owns dPT[b, h]
+        b, h = bh // H, bh % H
+        rowsum = np.zeros(T, dtype=PT.dtype)
+        for s in range(T):
+            dp, p, acc = dPT[b, h, s, s:], PT[b, h, s, s:], rowsum[s:]
+            for i in range(T - s):
+                acc[i] += dp[i] * p[i]
+        for s in range(T):
+            dp, p, acc = dPT[b, h, s, s:], PT[b, h, s, s:], rowsum[s:]
+            dPT[b, h, s, :s] = 0.0
+            for i in range(T - s):
+                # term 1: P dP;  term 2: -P rowsum(dP P);  final scale
+                dp[i] = p[i] * (dp[i] - acc[i]) * scale
+
+
+# -- embedding ------------------------------------------------------------------------
+# dW[v] = Σ_{n: idx[n] = v} dy[n]   (rows in order, as np.add.at)
+@njit(**_JIT)
+def embedding_backward(dy, idx, dW, block):
+    N, C = dy.shape
+    n_blocks = (C + block - 1) // block
+    for j in prange(n_blocks):  # column block j owns dW[:, j*block:(j+1)*block]
+        lo, hi = j * block, min(C, (j + 1) * block)
+        for n in range(N):
+            row = idx[n]
+            for c in range(lo, hi):
+                dW[row, c] += dy[n, c]
+
+
+# -- AdamW ------------------------------------------------------------------------------
+# m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p = p (1 - lr wd) - lr m̂ / (sqrt(v̂) + eps)
+@njit(**_SERIAL_JIT)
+def _adamw_element(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, decay,
+                   step_size, rsqrt_bias2):
+    """One AdamW update of a scalar parameter: returns (p, m, v)."""
+    m = beta1 * m + one_minus_beta1 * g
+    v = beta2 * v + one_minus_beta2 * g * g
+    return p * decay - step_size * m / (math.sqrt(v) * rsqrt_bias2 + eps), m, v
+
+
+@njit(**_JIT)
+def adamw_update_parallel(p, g, m, v, *hyper):
+    for i in prange(p.size):  # each i owns p[i], m[i], v[i]
+        p[i], m[i], v[i] = _adamw_element(p[i], g[i], m[i], v[i], *hyper)
+
+
+# Below ~1M elements one thread is faster than starting the pool (measured): serial.
+@njit(**_SERIAL_JIT)
+def adamw_update_serial(p, g, m, v, *hyper):
+    for i in range(p.size):
+        p[i], m[i], v[i] = _adamw_element(p[i], g[i], m[i], v[i], *hyper)
+
+
+_ADAMW_PARALLEL_MIN = 1 << 20
+
+
+def _rows(a, ncols: int):
+    """``a`` as a C-contiguous (N, ncols) array (a view when it already is one)."""
+    return np.ascontiguousarray(a).reshape(-1, ncols)
+
+
+class NumbaKernels(NumpyKernels):
+    """The reference kernels with the elementwise and row-wise work compiled by Numba.
+
+    Scalars are cast to the arrays' dtype before a call, so float32 arrays get
+    float32 kernels (and each dtype compiles its own specialisation once).
+    """
+
+    def __init__(self):
+        super().__init__(np)
+
+    def softmax_xent_forward(self, logits, targets, ignore_index):
+        z = _rows(logits, logits.shape[-1])                                # (N, V)
+        t = np.ascontiguousarray(targets, dtype=np.int64)
+        probs = np.empty_like(z)
+        losses = np.empty(len(t), dtype=np.float64)
+        softmax_xent_forward(z, t, ignore_index, probs, losses)
+        n_valid = int((t != ignore_index).sum())
+        loss = np.asarray(losses.sum() / max(n_valid, 1), dtype=logits.dtype)
+        return loss, probs, n_valid
+
+    def softmax_xent_backward(self, dloss, probs, targets, ignore_index, n_valid):
+        scale = probs.dtype.type(float(dloss) / max(n_valid, 1))
+        t = np.ascontiguousarray(targets, dtype=np.int64)
+        dlogits = np.empty_like(probs)
+        softmax_xent_backward(probs, t, ignore_index, scale, dlogits)
+        return dlogits
+
+    def layernorm_forward(self, x, w, b, eps):
+        C = x.shape[-1]
+        x2 = _rows(x, C)                                                   # (N, C)
+        y = np.empty_like(x2)
+        mean = np.empty(len(x2), dtype=x.dtype)
+        rstd = np.empty(len(x2), dtype=x.dtype)
+        layernorm_forward(x2, np.ascontiguousarray(w), np.ascontiguousarray(b),
+                          x.dtype.type(eps), y, mean, rstd)
+        lead = x.shape[:-1]
+        return y.reshape(x.shape), mean.reshape(*lead, 1), rstd.reshape(*lead, 1)
+
+    def layernorm_backward(self, dy, x, w, mean, rstd):
+        C = x.shape[-1]
+        x2, dy2 = _rows(x, C), _rows(dy, C)                                 # (N, C)
+        dx = np.empty_like(x2)
+        n_chunks = max(1, min(_N_CHUNKS, len(x2)))
+        dw_part = np.zeros((n_chunks, C), dtype=np.float64)
+        db_part = np.zeros((n_chunks, C), dtype=np.float64)
+        layernorm_backward(dy2, x2, np.ascontiguousarray(w), _rows(mean, 1)[:, 0],
+                           _rows(rstd, 1)[:, 0], dx, dw_part, db_part)
+        dtype = dy.dtype
+        return dx.reshape(x.shape), dw_part.sum(0).astype(dtype), db_part.sum(0).astype(dtype)
+
+    def gelu_forward(self, x):
+        x1 = np.ascontiguousarray(x).reshape(-1)
+        y = np.empty_like(x1)
+        gelu_forward(x1, y)
+        return y.reshape(x.shape)
+
+    def gelu_backward(self, dy, x):
+        x1 = np.ascontiguousarray(x).reshape(-1)
+        dy1 = np.ascontiguousarray(dy, dtype=x.dtype).reshape(-1)
+        dx = np.empty_like(x1)
+        gelu_backward(dy1, x1, dx)
+        return dx.reshape(x.shape)
+
+    # S^T = k q^T;  P^T = softmax (kernel);  y = (P^T)^T v
+    def attention_forward(self, q, k, v, scale):
+        """q, k, v (B, H, T, D) -> (y (B, H, T, D), P^T (B, H, T, T))."""
+        PT = k @ q.swapaxes(-1, -2)                                       # (B, H, T, T), keys x queries
+        attention_softmax_forward(PT, q.dtype.type(scale))
+        return PT.swapaxes(-1, -2) @ v, PT
+
+    # dv = P^T dy;  dP^T = v dy^T;  dS^T (kernel);  dq = (dS^T)^T k;  dk = dS^T q
+    def attention_backward(self, dy, q, k, v, PT, scale):
+        dv = PT @ dy
+        dST = v @ dy.swapaxes(-1, -2)                                     # (B, H, T, T)
+        attention_softmax_backward(dST, PT, PT.dtype.type(scale))
+        return dST.swapaxes(-1, -2) @ k, dST @ q, dv
+
+    def embedding_backward(self, dy, idx, vocab_size):
+        dy2 = _rows(dy, dy.shape[-1])                                      # (N, C)
+        dW = np.zeros((vocab_size, dy2.shape[1]), dtype=dy.dtype)
+        embedding_backward(dy2, np.ascontiguousarray(idx, dtype=np.int64).reshape(-1), dW, 16)
+        return dW
+
+    def adamw_update(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
+        if not (p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
+            return super().adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step)
+        f = p.dtype.type
+        step_size = lr / (1 - beta1 ** step)
+        rsqrt_bias2 = 1 / math.sqrt(1 - beta2 ** step)
+        g1 = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
+        update = adamw_update_parallel if p.size >= _ADAMW_PARALLEL_MIN else adamw_update_serial
+        update(p.reshape(-1), g1, m.reshape(-1), v.reshape(-1), f(beta1), f(1 - beta1), f(beta2),
+               f(1 - beta2), f(eps), f(1 - lr * weight_decay), f(step_size), f(rsqrt_bias2))
