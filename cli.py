@@ -413,6 +413,127 @@ def evaluate(ckpt, data, batches, batch_size, as_json, backend, threads):
     return 0
 
 
+# --------------------------------------------------------------------------- tokenizer
+@cli.group()
+def tokenizer():
+    """Byte-level BPE tokenizers (GPT-2's kind): train one, look at what it does.
+
+    \b
+    Example:
+      tinylm tokenizer train --data input.txt --vocab-size 2048 --out tok.json
+      tinylm train --data input.txt --tokenizer tok.json
+    """
+
+
+@tokenizer.command(name="train")
+@click.option("--data", type=click.Path(), default=None,
+              help="Text file or directory to learn from [offline default corpus].")
+@click.option("--vocab-size", type=click.IntRange(min=257), default=2048, show_default=True,
+              help="Tokens in all: 256 bytes + merges + special tokens.")
+@click.option("--special", "specials", multiple=True,
+              help="Special token; repeatable [<|endoftext|>].")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="JSON file to write.")
+def tokenizer_train(data, vocab_size, specials, out):
+    """Learn BPE merges from a corpus and write the tokenizer as JSON.
+
+    \b
+    Example:
+      tinylm tokenizer train --data input.txt --vocab-size 1024 --out tok.json
+      tinylm tokenizer train --vocab-size 512 --special "<|endoftext|>" --special "[SEP]" --out t.json
+    """
+    import time
+
+    from tinylm.bpe import DEFAULT_SPECIAL_TOKENS, train_bpe
+    from tinylm.run import load_corpus
+    from tinylm.tokenizers import save_tokenizer
+
+    corpus = load_corpus(data)
+    _echo_err(f"data: {corpus.source}")
+    start = time.perf_counter()
+
+    def progress(done, total):
+        _echo_err(f"merges {done}/{total} ({time.perf_counter() - start:.1f} s)")
+    tok = train_bpe(corpus.text, vocab_size, specials or DEFAULT_SPECIAL_TOKENS, on_progress=progress)
+    save_tokenizer(tok, out)
+    n_tokens = len(tok.encode(corpus.text))
+    click.echo(f"wrote {out}: vocab {tok.vocab_size} ({len(tok.merges)} merges, special "
+               f"{list(tok.special_tokens)}); {len(corpus.text) / max(n_tokens, 1):.2f} chars/token "
+               f"on the data; {time.perf_counter() - start:.1f} s")
+    if tok.vocab_size < vocab_size:
+        _echo_err(f"stopped at {tok.vocab_size} tokens: no pair of tokens occurs twice any more")
+    return 0
+
+
+@tokenizer.command(name="encode")
+@click.option("--tokenizer", "tokenizer_file", required=True, type=click.Path(dir_okay=False))
+@click.argument("text")
+def tokenizer_encode(tokenizer_file, text):
+    """Print the token ids of TEXT and the piece of text each stands for.
+
+    \b
+    Example:
+      tinylm tokenizer encode --tokenizer tok.json "Hello world"
+    """
+    from tinylm.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_file)
+    ids = tok.encode(text)
+    click.echo(" ".join(str(i) for i in ids))
+    click.echo(" | ".join(repr(tok.decode([i])) for i in ids))
+    return 0
+
+
+# --------------------------------------------------------------------------- GPT-2
+@cli.command(name="import-gpt2")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out.")
+def import_gpt2(directory, out, overwrite):
+    """Convert a GPT-2 checkpoint directory (HF layout) into a tinylm run directory.
+
+    DIRECTORY holds config.json, model.safetensors, vocab.json and merges.txt, as
+    on the Hugging Face hub (e.g. openai-community/gpt2, downloaded beforehand).
+
+    \b
+    Example:
+      tinylm import-gpt2 ~/models/gpt2 --out gpt2
+      tinylm sample --ckpt gpt2 --prompt "Hello, I'm a language model," --top-k 40
+    """
+    from tinylm.checkpoint import checkpoint_path
+    from tinylm.gpt2 import import_gpt2 as convert
+
+    if checkpoint_path(out).exists() and not overwrite:
+        raise ConfigError(f"{out} already holds a checkpoint; pass --overwrite or another --out")
+    path = convert(directory, out)
+    click.echo(f"wrote {path}")
+    return 0
+
+
+@cli.command(name="export-gpt2")
+@ckpt_option
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory for model.safetensors, config.json (and vocab.json, merges.txt).")
+def export_gpt2(ckpt, out):
+    """Write a GPT checkpoint in GPT-2's HF layout (loadable by transformers' GPT2LMHeadModel).
+
+    \b
+    Example:
+      tinylm export-gpt2 --ckpt out --out exported
+      python -c "from transformers import GPT2LMHeadModel; GPT2LMHeadModel.from_pretrained('exported')"
+    """
+    from tinylm.checkpoint import load_model
+    from tinylm.gpt2 import export_gpt2 as write
+
+    model, tokenizer, _ = load_model(ckpt)
+    files = write(model, tokenizer, out)
+    for f in files:
+        click.echo(f"wrote {f}")
+    if len(files) == 2:
+        _echo_err(f"no vocab.json/merges.txt: the run's tokenizer ({type(tokenizer).__name__}) is not "
+                  "byte-level BPE; train one with 'tinylm tokenizer train' and 'tinylm train --tokenizer'")
+    return 0
+
+
 # --------------------------------------------------------------------------- backends
 @cli.command(name="backends")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")

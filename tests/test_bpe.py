@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from tinylm.bpe import (BPETokenizer, bytes_to_unicode, pretokenize, replace_pair, train_bpe)
 from tinylm.errors import CheckpointError, ConfigError, DataError
+from tinylm.gpt2 import load_gpt2_tokenizer, save_gpt2_tokenizer
 from tinylm.tokenizers import load_tokenizer, save_tokenizer, tokenizer_from_dict
 
 CORPUS = ("The quick brown fox jumps over the lazy dog. It's the fox's 2nd jump; they'll see.\n"
@@ -165,7 +166,7 @@ def write_handmade_gpt2_files(directory):
 
 def test_gpt2_files_give_gpt2s_ids(tmp_path):
     write_handmade_gpt2_files(tmp_path)
-    tok = BPETokenizer.from_gpt2_files(tmp_path / "vocab.json", tmp_path / "merges.txt")
+    tok = load_gpt2_tokenizer(tmp_path)
     assert bytes_to_unicode()[32] == "Ġ"
     # "hello": h e -> he, l l -> ll, he ll -> hell, then o (GPT-2 id 78); " the": Ġt he (260)
     assert tok.encode("hello the<|endoftext|>").tolist() == [259, 78, 260, 261]
@@ -173,9 +174,8 @@ def test_gpt2_files_give_gpt2s_ids(tmp_path):
 
 
 def test_gpt2_files_round_trip(tok, tmp_path):
-    tok.save_gpt2_files(tmp_path)
-    again = BPETokenizer.from_gpt2_files(tmp_path / "vocab.json", tmp_path / "merges.txt",
-                                         special_tokens=("<|endoftext|>", "[PAD]"))
+    save_gpt2_tokenizer(tok, tmp_path)
+    again = load_gpt2_tokenizer(tmp_path, special_tokens=("<|endoftext|>", "[PAD]"))
     assert again == tok
 
 
@@ -184,7 +184,7 @@ def test_gpt2_files_with_an_unknown_merge_are_refused(tmp_path):
     with open(tmp_path / "merges.txt", "a", encoding="utf-8") as f:
         f.write("zz q\n")
     with pytest.raises(DataError, match="merges.txt:7"):
-        BPETokenizer.from_gpt2_files(tmp_path / "vocab.json", tmp_path / "merges.txt")
+        load_gpt2_tokenizer(tmp_path)
 
 
 @given(st.text(st.characters(exclude_categories=("Cs", "Cn")), max_size=40))
@@ -198,5 +198,5 @@ def test_ids_match_transformers_gpt2_tokenizer(hf_tokenizer, text):
 def hf_tokenizer(tok, tmp_path_factory):
     transformers = pytest.importorskip("transformers")
     directory = tmp_path_factory.mktemp("gpt2tok")
-    tok.save_gpt2_files(directory)
+    save_gpt2_tokenizer(tok, directory)
     return transformers.GPT2Tokenizer(str(directory / "vocab.json"), str(directory / "merges.txt")), tok

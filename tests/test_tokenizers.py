@@ -118,7 +118,7 @@ def test_from_dict_rejects(d, message):
 @pytest.mark.parametrize(
     ("d", "message"),
     [
-        ({"type": "bpe", "merges": []}, "unknown tokenizer type 'bpe'; known types: 'char'"),
+        ({"type": "wordpiece", "vocab": []}, "unknown tokenizer type 'wordpiece'; known types: 'char'"),
         ({"chars": "ab"}, "unknown tokenizer type None"),
         ({"type": ["char"]}, "unknown tokenizer type"),
         ("char", "must be stored as a JSON object, got str"),

@@ -13,8 +13,8 @@ valid UTF-8 (a model can generate any sequence) gives U+FFFD for the bad bytes.
 Training (``train_bpe``) counts the pieces of a corpus, then repeatedly merges the
 most frequent adjacent pair into a new token. The ids are: 0..255 the bytes,
 then one id per merge in the order learned, then the special tokens.
-``BPETokenizer.from_gpt2_files`` reads GPT-2's own ``vocab.json``/``merges.txt``
-(whose ids differ: GPT-2 numbers the byte tokens in its own order), so a GPT-2
+tinylm/gpt2.py reads GPT-2's own ``vocab.json``/``merges.txt`` into this class
+(the ids are GPT-2's: it numbers the byte tokens in its own order), so a GPT-2
 checkpoint's token ids match.
 """
 
@@ -23,18 +23,15 @@ from __future__ import annotations
 import codecs
 import functools
 import heapq
-import json
 import re
 import sys
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from tinylm.errors import CheckpointError, ConfigError, DataError
-from tinylm.fileio import atomic_write_bytes
 
 DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)  # GPT-2's; the masked-LM run adds its own [PAD] [MASK] [CLS]
 
@@ -114,7 +111,7 @@ def gpt2_pattern() -> re.Pattern:
     number = rf"[\d{extra_numbers}]"
     space = r"[^\S\x1c-\x1f]"
     non_space = r"[\S\x1c-\x1f]"
-    other = rf"(?:[^\s\w]|[_\x1c-\x1f])"
+    other = r"(?:[^\s\w]|[_\x1c-\x1f])"
     return re.compile(rf"'s|'t|'re|'ve|'m|'ll|'d| ?{letter}+| ?{number}+| ?{other}+"
                       rf"|{space}+(?!{non_space})|{space}+")
 
@@ -347,61 +344,6 @@ class BPETokenizer:
             return cls(tokens, merges, specials)
         except (AttributeError, KeyError, TypeError, ValueError, ConfigError) as exc:
             raise CheckpointError(f"malformed BPE tokenizer ({type(exc).__name__}: {exc})") from None
-
-    # -- GPT-2's files -------------------------------------------------------------
-    @classmethod
-    def from_gpt2_files(cls, vocab_path, merges_path,
-                        special_tokens: Sequence[str] = ("<|endoftext|>",)) -> "BPETokenizer":
-        """Read GPT-2's ``vocab.json`` ({printable token: id}) and ``merges.txt`` ("Ġ t" per line).
-
-        The ids are GPT-2's own; those of ``special_tokens`` found in the vocabulary become specials.
-        """
-        try:
-            vocab = json.loads(Path(vocab_path).read_text(encoding="utf-8"))
-            lines = Path(merges_path).read_text(encoding="utf-8").splitlines()
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"cannot read GPT-2 tokenizer files {vocab_path}, {merges_path}: {exc}") from None
-        if not isinstance(vocab, dict) or sorted(vocab.values()) != list(range(len(vocab))):
-            raise DataError(f"{vocab_path}: expected a JSON object mapping tokens to the ids 0..n-1")
-        specials = {s: vocab[s] for s in special_tokens if s in vocab}
-        tokens: list[bytes] = [b""] * len(vocab)
-        for text, i in vocab.items():
-            try:
-                tokens[i] = utf8(text) if text in specials else str_to_token(text)
-            except KeyError:
-                raise DataError(f"{vocab_path}: token {text!r} is not in GPT-2's byte alphabet; "
-                                "if it is an added special token, pass it in special_tokens") from None
-        merges = []
-        for n, line in enumerate(lines, start=1):
-            if not line.strip() or (n == 1 and line.startswith("#version")):
-                continue
-            parts = line.split(" ")
-            if len(parts) != 2 or parts[0] not in vocab or parts[1] not in vocab:
-                raise DataError(f"{merges_path}:{n}: expected two known tokens separated by a space, "
-                                f"got {line!r}")
-            merges.append((vocab[parts[0]], vocab[parts[1]]))
-        try:
-            return cls(tokens, merges, specials)
-        except ConfigError as exc:
-            raise DataError(f"{vocab_path}, {merges_path}: {exc}") from None
-
-    def save_gpt2_files(self, directory) -> tuple[Path, Path]:
-        """Write ``vocab.json`` and ``merges.txt`` in GPT-2's format (atomically)."""
-        directory = Path(directory)
-        vocab = {}
-        names = {i: s for s, i in self.special_tokens.items()}
-        for i, t in enumerate(self.tokens):
-            text = names.get(i) or token_to_str(t)
-            if text in vocab:
-                raise ConfigError(f"special token {text!r} is spelt like an ordinary token; "
-                                  "GPT-2's vocab.json cannot hold both")
-            vocab[text] = i
-        merges = ["#version: 0.2"] + [f"{token_to_str(self.tokens[a])} {token_to_str(self.tokens[b])}"
-                                      for a, b in self.merges]
-        paths = directory / "vocab.json", directory / "merges.txt"
-        atomic_write_bytes(paths[0], json.dumps(vocab, ensure_ascii=False).encode("utf-8"))
-        atomic_write_bytes(paths[1], ("\n".join(merges) + "\n").encode("utf-8"))
-        return paths
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, BPETokenizer) and other.tokens == self.tokens
