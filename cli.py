@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import signal
 import sys
 import tomllib
@@ -312,7 +313,7 @@ def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite
         return 0
     if stop.requested and state.step < run.train_config.max_iters:
         _echo_err(f"stopped at step {state.step}; checkpoint saved in {run.out}. Resume with: "
-                  f"tinylm train --resume --out {run.out}")
+                  f"tinylm train --resume --out {shlex.quote(str(run.out))}")
         return 0
     step, train_loss, val_loss = state.history[-1]
     click.echo(f"done: {step} steps, train loss {train_loss:.4f}, val loss {val_loss:.4f} "

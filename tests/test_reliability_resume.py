@@ -93,3 +93,25 @@ def test_train_records_seed_versions_and_backend(tmp_path):
     assert ck.info["tinylm"] == tinylm.__version__
     assert ck.info["numpy"] == np.__version__
     assert ck.info["python"] == platform.python_version()
+
+
+def test_resume_on_every_backend(backend, tmp_path):
+    """Bitwise on the host backends (NumPy, Numba); on a GPU within float32 rounding, and
+    without dropout, whose CuPy generator state cannot be saved (docs/reliability.md)."""
+    exact = backend.xp is np
+    model = MODEL if exact else {**MODEL, "dropout": 0.0}
+    data = str(write_corpus(tmp_path))
+    straight = new_run(model, _config(), data, 0.1, tmp_path / "straight")
+    _train(straight)
+    reference = straight.state.model.state_dict()
+    for k in (3, 6):
+        first = new_run(model, _config(), data, 0.1, tmp_path / f"stop{k}")
+        _train(first, stop_at=k)
+        resumed = resume_run(first.out, {})
+        _train(resumed)
+        weights = resumed.state.model.state_dict()
+        if exact:
+            assert same_arrays(weights, reference), f"{backend.name}: resumed at {k}"
+        else:
+            for name, w in weights.items():
+                np.testing.assert_allclose(w, reference[name], rtol=1e-4, atol=1e-6, err_msg=name)

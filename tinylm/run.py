@@ -7,6 +7,7 @@ and scripts can run exactly what a user runs.
 from __future__ import annotations
 
 import hashlib
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -87,7 +88,7 @@ class Run:
             raise CheckpointError(
                 f"could not save the checkpoint at step {self.state.step}: "
                 f"{exc.strerror or exc}; {self._kept()}; free space (or fix the disk) and "
-                f"resume with: tinylm train --resume --out {self.out}") from None
+                f"resume with: tinylm train --resume --out {shlex.quote(str(self.out))}") from None
         self.saved_step = self.state.step
         return path
 

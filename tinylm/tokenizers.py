@@ -150,6 +150,79 @@ def tokenizer_from_dict(d: dict) -> CharTokenizer:
     return cls.from_dict(d)
 
 
+class WithSpecialTokens:
+    """A tokenizer plus special tokens (``[PAD]``, ``[MASK]``, ``[CLS]``) numbered after its own ids.
+
+    ``encode`` never produces a special id (text that spells "[MASK]" is six
+    ordinary tokens); only code inserts them. ``decode`` writes each by name.
+    The masked-LM encoder uses this over the character vocabulary, so its
+    vocabulary is ``base.vocab_size + len(names)``.
+    """
+
+    type_name = "with_special_tokens"
+
+    def __init__(self, base, names: Sequence[str] = ("[PAD]", "[MASK]", "[CLS]")):
+        names = tuple(names)
+        if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"special token names must be distinct non-empty strings, got {names!r:.80}")
+        self.base, self.names = base, names
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base.vocab_size + len(self.names)
+
+    def special_id(self, name: str) -> int:
+        """The id of special token ``name`` (e.g. "[MASK]")."""
+        if name not in self.names:
+            raise ConfigError(f"no special token {name!r}; this tokenizer has {', '.join(self.names)}")
+        return self.base.vocab_size + self.names.index(name)
+
+    def encode(self, text: str) -> np.ndarray:
+        return self.base.encode(text)
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        """Text of the ids, each special token written as its name."""
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or ids.dtype.kind not in "iu":
+            return self.base.decode(ids)  # the base tokenizer explains what is malformed
+        if (ids >= self.vocab_size).any():
+            raise DataError(f"token id {ids[ids >= self.vocab_size][0]} is out of range for a "
+                            f"vocabulary of {self.vocab_size} (valid ids are 0..{self.vocab_size - 1})")
+        n = self.base.vocab_size
+        pieces, start = [], 0
+        for i in np.flatnonzero(ids >= n):
+            pieces += [self.base.decode(ids[start:i]), self.names[ids[i] - n]]
+            start = i + 1
+        return "".join(pieces) + self.base.decode(ids[start:])
+
+    def to_dict(self) -> dict:
+        return {"type": self.type_name, "base": self.base.to_dict(), "special_tokens": list(self.names)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WithSpecialTokens:
+        if not isinstance(d, dict) or d.get("type") != cls.type_name:
+            raise CheckpointError(f"expected a tokenizer dict with type {cls.type_name!r}, got {d!r:.80}")
+        names = d.get("special_tokens")
+        if not isinstance(names, list):
+            raise CheckpointError(f"'special_tokens' must be a list of names, got {names!r:.80}")
+        try:
+            return cls(tokenizer_from_dict(d.get("base")), names)
+        except ConfigError as exc:
+            raise CheckpointError(f"special tokens in checkpoint are corrupt: {exc}") from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WithSpecialTokens) and (other.base, other.names) == (self.base, self.names)
+
+    def __hash__(self) -> int:
+        return hash((self.type_name, self.base, self.names))
+
+    def __repr__(self) -> str:
+        return f"WithSpecialTokens({self.base!r}, {list(self.names)})"
+
+
+TOKENIZERS[WithSpecialTokens.type_name] = WithSpecialTokens
+
+
 # Byte-level BPE lives in its own module (tinylm/bpe.py); it does not import this one.
 from tinylm.bpe import BPETokenizer  # noqa: E402
 

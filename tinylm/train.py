@@ -96,11 +96,11 @@ def make_optimizer(model: Module, cfg: TrainConfig) -> AdamW:
 
 @no_grad()
 def estimate_loss(model: Module, ids: np.ndarray, block_size: int, batch_size: int,
-                  iters: int, seed: int = 0) -> float:
+                  iters: int, seed: int = 0, batches: Callable = BatchSampler) -> float:
     """Mean loss over ``iters`` batches drawn with a fixed seed (the same batches every call)."""
     was_training = model.training
     model.eval()
-    sampler = BatchSampler(ids, block_size, batch_size, seed)
+    sampler = batches(ids, block_size, batch_size, seed)
     total = 0.0
     for _ in range(iters):
         x, y = sampler.next()
@@ -119,15 +119,19 @@ class TrainState:
     sampler: BatchSampler
     step: int = 0
     history: list = None  # [(step, train_loss, val_loss)] at each evaluation
+    # makes a sampler (data, block_size, batch_size, seed) -> .next() = (x, y) for model(x, y):
+    # BatchSampler (next token), mlm.MaskedBatches (masked LM), classify.LabelledBatches
+    batches: Callable = BatchSampler
 
     def __post_init__(self):
         self.history = self.history or []
 
 
-def new_state(model: Module, train_ids: np.ndarray, cfg: TrainConfig) -> TrainState:
+def new_state(model: Module, train_ids: np.ndarray, cfg: TrainConfig,
+              batches: Callable = BatchSampler) -> TrainState:
     backends.current().seed(cfg.seed)
-    sampler = BatchSampler(train_ids, model.config.block_size, cfg.batch_size, cfg.seed)
-    return TrainState(model, make_optimizer(model, cfg), sampler)
+    sampler = batches(train_ids, model.config.block_size, cfg.batch_size, cfg.seed)
+    return TrainState(model, make_optimizer(model, cfg), sampler, batches=batches)
 
 
 # NaN and inf are expected when a run diverges; DivergenceWatch reports them in one
@@ -188,9 +192,9 @@ def train(state: TrainState, val_ids: np.ndarray, cfg: TrainConfig,
             backend.synchronize()
             carried += time.perf_counter() - t0  # evaluation and saving are not training time
             train_loss = estimate_loss(model, state.sampler.ids, block, cfg.batch_size,
-                                       cfg.eval_iters, seed=cfg.seed + 1)
+                                       cfg.eval_iters, seed=cfg.seed + 1, batches=state.batches)
             val_loss = estimate_loss(model, val_ids, block, cfg.batch_size, cfg.eval_iters,
-                                     seed=cfg.seed + 2)
+                                     seed=cfg.seed + 2, batches=state.batches)
             watch.check_evaluation(state.step, lr, train_loss, val_loss)
             state.history.append((state.step, train_loss, val_loss))
             on_event({"event": "eval", "step": state.step, "train_loss": train_loss,
