@@ -248,10 +248,13 @@ class StopOnSignal:
                    "cupy); see docs/distributed.md.")
 @click.option("--dist-timeout", type=float, default=300.0, show_default=True,
               help="Seconds a rank waits for the others before the whole job is aborted.")
+@click.option("--objective", type=click.Choice(["clm", "mlm"]), default=None,
+              help="clm: a GPT predicting the next token [default]; mlm: a bidirectional encoder "
+                   "filling in masked tokens (BERT), to fine-tune with 'tinylm finetune'.")
 @backend_option
 @_config_options
 def train(preset, config_file, data, val_fraction, out, resume, overwrite, distributed,
-          dist_timeout, backend, threads, **values):
+          dist_timeout, objective, backend, threads, **values):
     """Train a GPT on a text corpus (characters as tokens).
 
     \b
@@ -261,17 +264,18 @@ def train(preset, config_file, data, val_fraction, out, resume, overwrite, distr
       tinylm train --data input.txt --n-layer 6 --max-iters 5000 --backend numba
       tinylm train --resume --out out --max-iters 4000
       mpiexec -n 2 tinylm train --distributed    # 2 processes, batch 2 x 12
+      tinylm train --objective mlm --out enc     # masked-LM pre-training of an encoder
     """
     from tinylm.distributed import SingleProcess, connect
 
     comm = connect(backend, dist_timeout) if distributed else SingleProcess()  # NCCL picks the GPU
     with comm.abort_on_error():
         return _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite,
-                      backend, threads, values)
+                      backend, threads, values, objective)
 
 
 def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite, backend,
-           threads, values):
+           threads, values, objective=None):
     """`tinylm train` on one rank: rank 0 reports and saves, the others stay quiet."""
     from tinylm.checkpoint import checkpoint_path
     from tinylm.data import unigram_entropy
@@ -289,13 +293,17 @@ def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite
         if clash or preset:
             raise ConfigError(f"--resume keeps the saved model; drop {clash or ['--preset']}")
         run = resume_run(out, given, data)
+        if objective not in (None, run.objective):
+            raise ConfigError(f"{out} was trained with --objective {run.objective}; drop --objective")
         say(f"resuming {run.out} at step {run.state.step}")
     else:
         if checkpoint_path(out).exists() and not overwrite:
             raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it, "
                               "--overwrite to replace it, or another --out")
         model_fields, train_config = resolve_config(preset, toml_values, values)
-        run = new_run(model_fields, train_config, data, val_fraction, out)
+        run = new_run(model_fields, train_config, data, val_fraction, out, objective or "clm")
+    if run.objective != "clm" and not isinstance(comm, SingleProcess):
+        raise ConfigError("--distributed trains the clm objective only; drop --distributed")
     replicate(run.state, run.train_config, comm)  # rank 0's weights everywhere; a batch stream per rank
     baseline = unigram_entropy(run.val_ids, run.tokenizer.vocab_size)
     n_params = run.state.model.num_parameters()
@@ -318,7 +326,10 @@ def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite
     step, train_loss, val_loss = state.history[-1]
     click.echo(f"done: {step} steps, train loss {train_loss:.4f}, val loss {val_loss:.4f} "
                f"(unigram baseline {baseline:.4f}); checkpoint: {run.out}")
-    _echo_err(f"sample from it with: tinylm sample --ckpt {run.out}")
+    if run.objective == "mlm":
+        _echo_err(f"fine-tune it with: tinylm finetune --ckpt {run.out} --train FILE --val FILE")
+    else:
+        _echo_err(f"sample from it with: tinylm sample --ckpt {run.out}")
     return 0
 
 
@@ -386,11 +397,12 @@ def evaluate(ckpt, data, batches, batch_size, as_json, backend, threads):
     from tinylm.checkpoint import load_model
     from tinylm.data import unigram_entropy
     from tinylm.resources import check_inference
-    from tinylm.run import load_corpus, split_for_training
+    from tinylm.run import load_corpus, objective_parts, split_for_training
     from tinylm.train import estimate_loss
 
     activate_backend(backend, threads)
     model, tokenizer, ck = load_model(ckpt)
+    _, _, batch_maker = objective_parts(ck.train.get("objective", "clm"), tokenizer)
     check_inference(model.config, batch_size, backends.current())
     block = model.config.block_size
     if data is None:
@@ -401,7 +413,7 @@ def evaluate(ckpt, data, batches, batch_size, as_json, backend, threads):
     else:
         corpus = load_corpus(data)
         ids, source = tokenizer.encode(corpus.text), corpus.source
-    loss = estimate_loss(model, ids, block, batch_size, batches, seed=0)
+    loss = estimate_loss(model, ids, block, batch_size, batches, seed=0, batches=batch_maker)
     result = {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2),
               "unigram_baseline": unigram_entropy(ids, tokenizer.vocab_size),
               "tokens": int(len(ids)), "data": source, "checkpoint": str(ck.path)}

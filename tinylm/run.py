@@ -6,6 +6,7 @@ and scripts can run exactly what a user runs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shlex
 from dataclasses import dataclass
@@ -16,13 +17,14 @@ import numpy as np
 
 from tinylm import backends
 from tinylm.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
-from tinylm.data import Corpus, default_corpus, load_text, split_ids
+from tinylm.data import BatchSampler, Corpus, default_corpus, load_text, split_ids
 from tinylm.distributed import Communicator
 from tinylm.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
-from tinylm.models import GPT, GPTConfig
+from tinylm.mlm import MaskedBatches, MaskingRecipe
+from tinylm.models import GPT, Encoder, EncoderConfig, GPTConfig
 from tinylm.resources import check_training
 from tinylm.tensor import get_default_dtype
-from tinylm.tokenizers import CharTokenizer, tokenizer_from_dict
+from tinylm.tokenizers import CharTokenizer, WithSpecialTokens, tokenizer_from_dict
 from tinylm.train import TrainConfig, TrainState, new_state, train
 
 
@@ -49,6 +51,19 @@ def split_for_training(ids: np.ndarray, val_fraction: float, block_size: int):
     return train_ids, val_ids
 
 
+OBJECTIVES = ("clm", "mlm")  # next-token prediction (GPT); masked-LM pre-training (Encoder)
+
+
+def objective_parts(objective: str, tokenizer):
+    """(config class, model class, batch factory) that train ``objective`` with ``tokenizer``."""
+    if objective == "clm":
+        return GPTConfig, GPT, BatchSampler
+    if objective == "mlm":
+        recipe = MaskingRecipe.for_tokenizer(tokenizer)
+        return EncoderConfig, Encoder, functools.partial(MaskedBatches, recipe=recipe)
+    raise ConfigError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+
+
 @dataclass
 class Run:
     """Everything a training run holds; ``execute`` trains it to ``train_config.max_iters``."""
@@ -63,6 +78,7 @@ class Run:
     val_ids: np.ndarray
     out: Path
     saved_step: int | None = None  # step of the checkpoint in ``out`` written by this run
+    objective: str = "clm"
 
     def checkpoint(self) -> Checkpoint:
         opt_arrays, opt_scalars = self.state.optimizer.state_dict()
@@ -73,10 +89,11 @@ class Run:
             "sampler": self.state.sampler.state(),
             "dropout_rng": backends.current().rng_state(),
             "history": self.state.history,
+            "objective": self.objective,
             "data": {"path": self.data_path, "val_fraction": self.val_fraction,
                      "sha256": text_digest(self.corpus.text), "source": self.corpus.source},
         }
-        return Checkpoint(model_type="gpt", model_config=self.model_config.to_dict(),
+        return Checkpoint(model_type=self.state.model.model_type, model_config=self.model_config.to_dict(),
                           tokenizer=self.tokenizer.to_dict(),
                           weights=self.state.model.state_dict(), optimizer=opt_arrays,
                           train=train, info={"seed": self.train_config.seed})
@@ -111,18 +128,25 @@ class Run:
 
 
 def new_run(model_fields: dict, train_config: TrainConfig, data_path: str | None,
-            val_fraction: float, out) -> Run:
-    """A fresh run: tokenizer built from the corpus, model initialised from the seed."""
+            val_fraction: float, out, objective: str = "clm") -> Run:
+    """A fresh run: tokenizer built from the corpus, model initialised from the seed.
+
+    ``objective`` "clm" trains a GPT on next-token prediction; "mlm" an Encoder on
+    masked tokens, its vocabulary extended by [PAD], [MASK] and [CLS].
+    """
     corpus = load_corpus(data_path)
     tokenizer = CharTokenizer.from_text(corpus.text)
-    model_config = GPTConfig(**{**model_fields, "vocab_size": tokenizer.vocab_size})
+    if objective == "mlm":
+        tokenizer = WithSpecialTokens(tokenizer)
+    config_cls, model_cls, batches = objective_parts(objective, tokenizer)
+    model_config = config_cls(**{**model_fields, "vocab_size": tokenizer.vocab_size})
     train_ids, val_ids = split_for_training(tokenizer.encode(corpus.text), val_fraction,
                                             model_config.block_size)
     check_training(model_config, train_config.batch_size, backends.current(), _itemsize())
-    model = GPT(model_config, seed=train_config.seed)
-    state = new_state(model, train_ids, train_config)
+    model = model_cls(model_config, seed=train_config.seed)
+    state = new_state(model, train_ids, train_config, batches)
     return Run(model_config, train_config, tokenizer, corpus, data_path, val_fraction,
-               state, val_ids, Path(out))
+               state, val_ids, Path(out), objective=objective)
 
 
 def resume_run(out, train_overrides: dict, data_path: str | None = None) -> Run:
@@ -146,6 +170,11 @@ def resume_run(out, train_overrides: dict, data_path: str | None = None) -> Run:
                         "on; resume needs the same data (pass the original --data)")
     tokenizer = tokenizer_from_dict(ckpt.tokenizer)
     model = build_model(ckpt)
+    objective = saved.get("objective", "clm")
+    _, model_cls, batches = objective_parts(objective, tokenizer)
+    if not isinstance(model, model_cls):
+        raise CheckpointError(f"{ckpt.path}: a {ckpt.model_type} model cannot be trained with "
+                              f"objective {objective!r}")
     val_fraction = data.get("val_fraction", 0.1)
     if not isinstance(val_fraction, float):
         raise CheckpointError(f"{ckpt.path}: malformed val_fraction {val_fraction!r:.40}")
@@ -158,10 +187,10 @@ def resume_run(out, train_overrides: dict, data_path: str | None = None) -> Run:
         raise ConfigError(f"the checkpoint is at step {step}, beyond max_iters "
                           f"{train_config.max_iters}; pass a larger --max-iters")
     check_training(model.config, train_config.batch_size, backends.current(), _itemsize())
-    state = new_state(model, train_ids, train_config)
+    state = new_state(model, train_ids, train_config, batches)
     _restore(state, ckpt, step)
     return Run(model.config, train_config, tokenizer, corpus, data_path, val_fraction, state,
-               val_ids, Path(out), saved_step=step)
+               val_ids, Path(out), saved_step=step, objective=objective)
 
 
 def _restore(state: TrainState, ckpt: Checkpoint, step: int) -> None:
