@@ -196,8 +196,9 @@ def build_model(ckpt: Checkpoint):
         raise CheckpointError(f"{ckpt.path}: invalid model config in checkpoint ({exc})") from None
     # Compare sizes before allocating: a config that does not match its weights
     # could otherwise ask for any amount of memory.
-    expected = count_parameters(config.vocab_size, config.block_size, config.n_layer,
-                                config.n_embd, config.bias)
+    counter = getattr(config, "count_parameters", None)  # a model not laid out as GPT counts its own
+    expected = counter() if counter else count_parameters(config.vocab_size, config.block_size,
+                                                          config.n_layer, config.n_embd, config.bias)
     held = sum(int(w.size) for w in ckpt.weights.values())
     if held != expected:
         raise CheckpointError(f"{ckpt.path}: the model config describes {expected:,} parameters "

@@ -1,5 +1,6 @@
 """Model architectures built from tinylm.nn modules."""
 
+from .classifier import ClassifierConfig, SequenceClassifier
 from .encoder import Encoder, EncoderConfig
 from .gpt import GPT, Block, CausalSelfAttention, GPTConfig, MLP
 
@@ -7,7 +8,8 @@ from .gpt import GPT, Block, CausalSelfAttention, GPTConfig, MLP
 MODEL_TYPES = {
     "gpt": (GPTConfig, GPT),
     "encoder": (EncoderConfig, Encoder),
+    "classifier": (ClassifierConfig, SequenceClassifier),
 }
 
 __all__ = ["GPT", "GPTConfig", "Block", "CausalSelfAttention", "MLP", "MODEL_TYPES",
-           "Encoder", "EncoderConfig"]
+           "Encoder", "EncoderConfig", "SequenceClassifier", "ClassifierConfig"]

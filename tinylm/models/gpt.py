@@ -204,8 +204,8 @@ class GPT(Module):
         self.blocks = [Block(cfg, rng) for _ in range(cfg.n_layer)]
         self.ln_f = LayerNorm(cfg.n_embd)
 
-    def forward(self, idx, targets=None):
-        """idx (B, T) int -> logits (B, T, V), and the mean cross-entropy when targets are given."""
+    def features(self, idx) -> Tensor:
+        """idx (B, T) int -> the final hidden states (B, T, C), before the output projection."""
         idx = idx.data if isinstance(idx, Tensor) else idx
         B, T = idx.shape
         if T > self.config.block_size:
@@ -215,7 +215,11 @@ class GPT(Module):
         x = self.drop(self.wte(idx) + self.wpe(pos))                     # (B, T, C)
         for block in self.blocks:
             x = block(x)
-        x = self.ln_f(x)
+        return self.ln_f(x)
+
+    def forward(self, idx, targets=None):
+        """idx (B, T) int -> logits (B, T, V), and the mean cross-entropy when targets are given."""
+        x = self.features(idx)                                           # (B, T, C)
         logits = x @ self.wte.weight.T                                   # (B, T, V), tied weights
         loss = ops.cross_entropy(logits, targets) if targets is not None else None
         return logits, loss
