@@ -13,6 +13,7 @@ fixed when Numba is first imported; ``set_threads(n)`` uses n of them.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -34,6 +35,15 @@ def available() -> tuple[bool, str]:
         reason = "numba is not installed" if missing else f"numba cannot be imported ({exc})"
         return False, f"{reason}: {_INSTALL_HINT}"
     return True, ""
+
+
+def describe() -> str:
+    """What the backend runs on, without starting it (``tinylm backends``)."""
+    import numba
+
+    threads = numba.config.NUMBA_NUM_THREADS
+    return (f"Numba {numba.__version__} on the CPU, {threads} threads for the fused kernels, "
+            f"NumPy {np.__version__} BLAS for matmuls")
 
 
 class NumbaBackend(Backend):
@@ -74,8 +84,8 @@ class NumbaBackend(Backend):
     def describe(self) -> str:
         import numba
 
-        return (f"Numba {numba.__version__} on the CPU, {self.threads()} threads "
-                f"({numba.threading_layer()} layer), NumPy {np.__version__} for BLAS")
+        return (f"Numba {numba.__version__} on the CPU, {self.threads()} thread(s) for the fused "
+                f"kernels ({numba.threading_layer()} layer), NumPy {np.__version__} BLAS for matmuls")
 
 
 def _exercise(k, dtype) -> None:
@@ -99,6 +109,10 @@ def _exercise(k, dtype) -> None:
 
 
 def create() -> Backend:
+    # OpenMP threads that spin-wait after a kernel steal the cores the next BLAS
+    # call needs (measured: steps 5x slower); sleeping costs ~10 us per kernel.
+    # Read when Numba starts its OpenMP pool, i.e. at the first kernel below.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .numba_kernels import NumbaKernels
 
     numpy_backend.keep_freed_memory()
