@@ -252,11 +252,13 @@ class StopOnSignal:
 @click.option("--objective", type=click.Choice(["clm", "mlm"]), default=None,
               help="clm: a GPT predicting the next token [default]; mlm: a bidirectional encoder "
                    "filling in masked tokens (BERT), to fine-tune with 'tinylm finetune'.")
+@click.option("--tokenizer", "tokenizer_file", type=click.Path(dir_okay=False), default=None,
+              help="Tokenizer JSON from 'tinylm tokenizer train' [the data's characters].")
 @backend_option
 @_config_options
 def train(preset, config_file, data, val_fraction, out, resume, overwrite, distributed,
-          dist_timeout, objective, backend, threads, **values):
-    """Train a GPT on a text corpus (characters as tokens).
+          dist_timeout, objective, tokenizer_file, backend, threads, **values):
+    """Train a GPT on a text corpus (characters as tokens, or --tokenizer).
 
     \b
     Examples:
@@ -266,22 +268,24 @@ def train(preset, config_file, data, val_fraction, out, resume, overwrite, distr
       tinylm train --resume --out out --max-iters 4000
       mpiexec -n 2 tinylm train --distributed    # 2 processes, batch 2 x 12
       tinylm train --objective mlm --out enc     # masked-LM pre-training of an encoder
+      tinylm train --data input.txt --tokenizer tok.json   # BPE tokens ('tinylm tokenizer train')
     """
     from tinylm.distributed import SingleProcess, connect
 
     comm = connect(backend, dist_timeout) if distributed else SingleProcess()  # NCCL picks the GPU
     with comm.abort_on_error():
         return _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite,
-                      backend, threads, values, objective)
+                      backend, threads, values, objective, tokenizer_file)
 
 
 def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite, backend,
-           threads, values, objective=None):
+           threads, values, objective=None, tokenizer_file=None):
     """`tinylm train` on one rank: rank 0 reports and saves, the others stay quiet."""
     from tinylm.checkpoint import checkpoint_path
     from tinylm.data import unigram_entropy
     from tinylm.distributed import SingleProcess, replicate
     from tinylm.run import new_run, resume_run
+    from tinylm.tokenizers import load_tokenizer
 
     say = _echo_err if comm.rank == 0 else (lambda message: None)
     activate_backend(backend, threads)
@@ -291,8 +295,9 @@ def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite
     if resume:
         given = {k: v for k, v in values.items() if v is not None}
         clash = sorted(k for k in given if k in {f.name for f in MODEL_FIELDS})
-        if clash or preset:
-            raise ConfigError(f"--resume keeps the saved model; drop {clash or ['--preset']}")
+        if clash or preset or tokenizer_file:
+            raise ConfigError(f"--resume keeps the saved model and tokenizer; drop "
+                              f"{clash or (['--preset'] if preset else ['--tokenizer'])}")
         run = resume_run(out, given, data)
         if objective not in (None, run.objective):
             raise ConfigError(f"{out} was trained with --objective {run.objective}; drop --objective")
@@ -302,7 +307,9 @@ def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite
             raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it, "
                               "--overwrite to replace it, or another --out")
         model_fields, train_config = resolve_config(preset, toml_values, values)
-        run = new_run(model_fields, train_config, data, val_fraction, out, objective or "clm")
+        tokenizer = load_tokenizer(tokenizer_file) if tokenizer_file else None
+        run = new_run(model_fields, train_config, data, val_fraction, out, objective or "clm",
+                      tokenizer=tokenizer)
     if run.objective != "clm" and not isinstance(comm, SingleProcess):
         raise ConfigError("--distributed trains the clm objective only; drop --distributed")
     replicate(run.state, run.train_config, comm)  # rank 0's weights everywhere; a batch stream per rank

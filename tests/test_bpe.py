@@ -200,3 +200,26 @@ def hf_tokenizer(tok, tmp_path_factory):
     directory = tmp_path_factory.mktemp("gpt2tok")
     save_gpt2_tokenizer(tok, directory)
     return transformers.GPT2Tokenizer(str(directory / "vocab.json"), str(directory / "merges.txt")), tok
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+def test_cli_trains_a_tokenizer_and_a_model_that_uses_it(tmp_path):
+    from click.testing import CliRunner
+
+    from tinylm.checkpoint import load_model
+    from tinylm.cli import cli
+
+    (tmp_path / "data.txt").write_text(CORPUS, encoding="utf-8")
+    runner = CliRunner()
+    made = runner.invoke(cli, ["tokenizer", "train", "--data", str(tmp_path / "data.txt"),
+                               "--vocab-size", "300", "--out", str(tmp_path / "tok.json")])
+    assert made.exit_code == 0, made.output
+    assert "vocab 300" in made.stdout and "merges 43/43" in made.stderr
+    trained = runner.invoke(cli, ["train", "--data", str(tmp_path / "data.txt"), "--tokenizer",
+                                  str(tmp_path / "tok.json"), "--out", str(tmp_path / "run"),
+                                  "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+                                  "--batch-size", "4", "--max-iters", "2", "--eval-interval", "2",
+                                  "--eval-iters", "1", "--warmup-iters", "1"])
+    assert trained.exit_code == 0, trained.output
+    model, tokenizer, _ = load_model(tmp_path / "run")
+    assert tokenizer == load_tokenizer(tmp_path / "tok.json") and model.config.vocab_size == 300

@@ -128,14 +128,16 @@ class Run:
 
 
 def new_run(model_fields: dict, train_config: TrainConfig, data_path: str | None,
-            val_fraction: float, out, objective: str = "clm") -> Run:
+            val_fraction: float, out, objective: str = "clm", tokenizer=None) -> Run:
     """A fresh run: tokenizer built from the corpus, model initialised from the seed.
 
     ``objective`` "clm" trains a GPT on next-token prediction; "mlm" an Encoder on
-    masked tokens, its vocabulary extended by [PAD], [MASK] and [CLS].
+    masked tokens, its vocabulary extended by [PAD], [MASK] and [CLS]. ``tokenizer``
+    (e.g. a BPETokenizer from ``tinylm tokenizer train``) replaces the corpus's characters.
     """
     corpus = load_corpus(data_path)
-    tokenizer = CharTokenizer.from_text(corpus.text)
+    if tokenizer is None:
+        tokenizer = CharTokenizer.from_text(corpus.text)
     if objective == "mlm":
         tokenizer = WithSpecialTokens(tokenizer)
     config_cls, model_cls, batches = objective_parts(objective, tokenizer)

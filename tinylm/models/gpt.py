@@ -130,7 +130,6 @@ class CausalSelfAttention(Module):
         future = np.triu(np.ones((T, T), dtype=bool), k=1)
         return ops.masked_fill(scores, future, -np.inf).softmax(axis=-1)
 
-
     def step(self, x, cache: "KVCache", layer: int):
         """Inference on arrays: x (B, Tn, C) at positions cache.length.. ; keys/values join the cache.
 
@@ -164,7 +163,6 @@ class MLP(Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.c_proj(ops.gelu(self.c_fc(x))))
 
-
     def step(self, x):
         """Inference on arrays: the same map, x (B, Tn, C) -> (B, Tn, C)."""
         return _affine(backends.current().kernels.gelu_forward(_affine(x, self.c_fc)), self.c_proj)
@@ -182,7 +180,6 @@ class Block(Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
-
 
     def step(self, x, cache: "KVCache", layer: int):
         """Inference on arrays with a KV cache: x (B, Tn, C) -> (B, Tn, C)."""
