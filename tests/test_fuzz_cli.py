@@ -4,7 +4,7 @@
 Values are drawn per option from what a user might type: small valid numbers, zero,
 negatives, NaN and infinities, junk text, and sizes so large that the run must be
 refused before it allocates (never sizes that would merely train for a long time:
-that is a valid request, not a hang). Cases: 200 (ci) or 1,200 (thorough).
+that is a valid request, not a hang). Cases: 400 (ci) or 1,200 (thorough).
 """
 
 import json
@@ -219,12 +219,12 @@ def test_fuzzed_command_lines_and_configs_never_crash(paths, capsys):
             shutil.copytree(paths["trained"], f"{paths['copy of trained']}{n}")
         return [f"{a}{n}" if a in (paths["fresh"], paths["copy of trained"]) else a for a in argv]
 
-    @settings(max_examples=budget(120, 800), **SETTINGS)
+    @settings(max_examples=budget(240, 800), **SETTINGS)
     @given(st.one_of(train_argv(paths), train_argv(paths), other_argv(paths)))
     def command_line(argv):
         _run_case(fresh_out(argv), tally, slowest)
 
-    @settings(max_examples=budget(80, 400), **SETTINGS)
+    @settings(max_examples=budget(160, 400), **SETTINGS)
     @given(toml_documents(), st.lists(st.sampled_from(sorted(FIELDS)), max_size=2))
     def config_file(document, cli_overrides):
         config = paths["root"] / "config.toml"
@@ -243,4 +243,4 @@ def test_fuzzed_command_lines_and_configs_never_crash(paths, capsys):
     report(capsys, f"fuzz CLI/config: {total} inputs in {time.perf_counter() - start:.1f} s "
                    f"(exit 0: {tally[0]}, 1: {tally[1]}, 2: {tally[2]}); 0 tracebacks, 0 hangs; "
                    f"slowest {slowest[0]:.2f} s: {slowest[1]}")
-    assert total >= budget(120, 800) + budget(80, 400) - 10
+    assert total >= budget(240, 800) + budget(160, 400) - 10

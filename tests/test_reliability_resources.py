@@ -3,6 +3,7 @@ estimate and what to shrink; out-of-memory errors of any backend become one line
 
 import time
 import tracemalloc
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -53,6 +54,24 @@ def test_meminfo_is_read_in_bytes(tmp_path):
     fake.write_text("MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   2048 kB\n")
     assert resources.meminfo_available(str(fake)) == 2048 * 1024
     assert resources.meminfo_available(str(tmp_path / "absent")) is None
+
+
+def test_a_gpu_reports_its_free_memory_plus_the_pool():
+    class Runtime:
+        @staticmethod
+        def memGetInfo():
+            return 3 * 2**30, 80 * 2**30
+
+    class Pool:
+        @staticmethod
+        def free_bytes():
+            return 2**30
+
+    cupy_like = SimpleNamespace(cuda=SimpleNamespace(runtime=Runtime),
+                                get_default_memory_pool=lambda: Pool)
+    assert resources.available_bytes(SimpleNamespace(xp=cupy_like)) == 4 * 2**30
+    assert resources.available_bytes(SimpleNamespace(xp=SimpleNamespace())) is None  # cannot tell
+    assert resources.available_bytes(SimpleNamespace(xp=np, memory_available=lambda: 7)) == 7
 
 
 def test_a_model_far_too_big_is_refused_at_once_with_the_estimate(tmp_path):

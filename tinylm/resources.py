@@ -95,15 +95,24 @@ def estimate_inference(cfg, batch_size: int, itemsize: int = 4) -> MemoryEstimat
 def available_bytes(backend) -> int | None:
     """Memory the backend can still allocate, or None where we cannot tell.
 
-    A backend with its own memory (a GPU) may say by defining ``memory_available()``;
-    host backends use Linux's MemAvailable (free memory plus reclaimable caches).
+    A backend may say by defining ``memory_available()``; host backends use Linux's
+    MemAvailable (free memory plus reclaimable caches); CuPy asks the device.
     """
     query = getattr(backend, "memory_available", None)
     if query is not None:
         return query()
-    if backend.xp is not np:  # device arrays, and the device did not say: no guess
+    if backend.xp is np:
+        return meminfo_available()
+    return _cuda_available(backend.xp)
+
+
+def _cuda_available(xp) -> int | None:
+    """CuPy: the device's free memory plus what CuPy's pool holds for reuse; None if not CuPy."""
+    try:
+        free, _total = xp.cuda.runtime.memGetInfo()
+        return int(free) + int(xp.get_default_memory_pool().free_bytes())
+    except Exception:  # not CuPy, or no device: cannot tell (CuPy raises several kinds)
         return None
-    return meminfo_available()
 
 
 def meminfo_available(path: str = "/proc/meminfo") -> int | None:
