@@ -34,12 +34,16 @@ def _header_end(blob: bytes) -> int:
     return 8 + struct.unpack("<Q", blob[:8])[0]
 
 
-def _refused(path: Path) -> str:
-    """load_model(path) must raise CheckpointError with a one-line message naming the file."""
+def _refused(path: Path, cli: bool = False) -> str:
+    """load_model(path) must raise CheckpointError with a one-line message naming the file;
+    with ``cli``, `tinylm sample --ckpt path` must print that line as 'error: ...', exit 1."""
     with pytest.raises(CheckpointError) as info:
         load_model(path)
     message = str(info.value)
     assert "\n" not in message and str(path) in message, message
+    if cli:
+        line = assert_one_line_error(invoke("sample", "--ckpt", path, "--num-tokens", "1"), code=1)
+        assert line == f"error: {message}"
     return message
 
 
@@ -147,7 +151,7 @@ def test_a_relabelled_dtype_or_shape_is_refused(saved, tmp_path):
     blob = saved[1]
     path = tmp_path / FILENAME
     path.write_bytes(blob.replace(b'"dtype":"F32"', b'"dtype":"I32"', 1))
-    assert "SHA-256" in _refused(path)
+    assert "SHA-256" in _refused(path, cli=True)
     ck = load_checkpoint(saved[0])
     V, C = ck.weights["wte.weight"].shape
     assert V != C
@@ -179,7 +183,7 @@ def test_wrong_format_version_is_named(saved, tmp_path, monkeypatch):
     monkeypatch.setattr(ckpt_module, "VERSION", 99)
     save_checkpoint(tmp_path, ck)
     monkeypatch.undo()
-    message = _refused(tmp_path)
+    message = _refused(tmp_path, cli=True)
     assert "format version 99" in message and "reads version 1" in message
 
 
@@ -187,18 +191,18 @@ def test_a_checkpoint_whose_shapes_do_not_fit_its_config_is_refused(saved, tmp_p
     ck = load_checkpoint(saved[0])
     bigger = dataclasses.replace(ck, model_config={**ck.model_config, "n_embd": 4096})
     save_checkpoint(tmp_path / "bigger", bigger)  # would need GBs if it were allocated
-    assert "parameters but the file holds" in _refused(tmp_path / "bigger")
+    assert "parameters but the file holds" in _refused(tmp_path / "bigger", cli=True)
 
     V, T = ck.model_config["vocab_size"], ck.model_config["block_size"]
     swapped = dataclasses.replace(ck, model_config={**ck.model_config, "vocab_size": T,
                                                     "block_size": V})   # same count, other shapes
     save_checkpoint(tmp_path / "swapped", swapped)
-    assert "parameter wte.weight has shape" in _refused(tmp_path / "swapped")
+    assert "parameter wte.weight has shape" in _refused(tmp_path / "swapped", cli=True)
 
 
 def test_a_foreign_safetensors_file_is_not_a_checkpoint(tmp_path):
     save_file({"w": np.zeros(3, np.float32)}, tmp_path / FILENAME, metadata={"format": "pt"})
-    assert "not a tinylm checkpoint" in _refused(tmp_path)
+    assert "not a tinylm checkpoint" in _refused(tmp_path, cli=True)
 
 
 def test_cli_reports_a_damaged_checkpoint_in_one_line(saved, tmp_path):
