@@ -564,11 +564,12 @@ def tokenizer_train(data, vocab_size, specials, out):
     def progress(done, total):
         _echo_err(f"merges {done}/{total} ({time.perf_counter() - start:.1f} s)")
     tok = train_bpe(corpus.text, vocab_size, specials or DEFAULT_SPECIAL_TOKENS, on_progress=progress)
+    trained_s = time.perf_counter() - start
     save_tokenizer(tok, out)
     n_tokens = len(tok.encode(corpus.text))
     click.echo(f"wrote {out}: vocab {tok.vocab_size} ({len(tok.merges)} merges, special "
-               f"{list(tok.special_tokens)}); {len(corpus.text) / max(n_tokens, 1):.2f} chars/token "
-               f"on the data; {time.perf_counter() - start:.1f} s")
+               f"{list(tok.special_tokens)}), trained in {trained_s:.1f} s; "
+               f"{len(corpus.text) / max(n_tokens, 1):.2f} chars/token on the data")
     if tok.vocab_size < vocab_size:
         _echo_err(f"stopped at {tok.vocab_size} tokens: no pair of tokens occurs twice any more")
     return 0

@@ -2,6 +2,7 @@
 
     python bench/generate_kvcache.py                       # 500 tokens, block 64, 256, 512
     python bench/generate_kvcache.py --blocks 64 --tokens 500 --repeat 5 --backend numba
+    OPENBLAS_NUM_THREADS=1 python bench/generate_kvcache.py   # on a busy machine (see bench/README.md)
 
 For each block_size, the same randomly initialised GPT (4 layers, 4 heads, 128
 embedding, vocabulary 65; speed does not depend on the weights) samples
