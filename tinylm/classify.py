@@ -253,9 +253,9 @@ def _read(path, strict: bool, warn) -> list[Example]:
 
 def _report_bad(path, bad: list[BadRow], strict: bool, warn) -> None:
     if bad and strict:
-        raise DataError(describe_bad_rows(path, bad) + " (--strict)")
+        raise DataError(describe_bad_rows(path, bad) + "; fix them, or drop --strict to leave them out")
     if bad:
-        warn(describe_bad_rows(path, bad))
+        warn(describe_bad_rows(path, bad) + "; left out (--strict refuses them)")
 
 
 # -- using a classifier --------------------------------------------------------------------

@@ -38,7 +38,7 @@ def describe_bad_rows(path, bad: list[BadRow], shown: int = 8) -> str:
     """One line: 'data.csv: 3 bad row(s): line 4: empty text; line 9: ...'."""
     parts = "; ".join(f"line {b.line}: {b.reason}" for b in bad[:shown])
     more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
-    return f"{path}: {len(bad)} bad row(s) left out: {parts}{more}"
+    return f"{path}: {len(bad)} bad row(s): {parts}{more}"
 
 
 def read_labelled(path) -> tuple[list[Example], list[BadRow]]:
