@@ -192,3 +192,5 @@ def test_cli_finetune_and_classify(tmp_path, sentiment):
     not_a_classifier = run("classify", "--ckpt", encoder, "hello")
     assert not_a_classifier.exit_code == 1 and "tinylm finetune" in not_a_classifier.stderr
     assert load_checkpoint(tmp_path / "clf").model_type == "classifier"
+    no_lm_loss = run("eval", "--ckpt", tmp_path / "clf")
+    assert no_lm_loss.exit_code == 2 and "no language-model loss" in no_lm_loss.stderr

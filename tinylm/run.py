@@ -61,7 +61,9 @@ def objective_parts(objective: str, tokenizer):
     if objective == "mlm":
         recipe = MaskingRecipe.for_tokenizer(tokenizer)
         return EncoderConfig, Encoder, functools.partial(MaskedBatches, recipe=recipe)
-    raise ConfigError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    raise ConfigError(f"objective {objective!r} has no language-model loss to train or score "
+                      f"(the objectives are {', '.join(OBJECTIVES)}); a classifier's scores are in "
+                      "the report of 'tinylm finetune'")
 
 
 @dataclass
