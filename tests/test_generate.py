@@ -203,3 +203,10 @@ def test_cli_sample_with_every_knob_and_a_stop(tmp_path):
     assert cut.exit_code == 0 and cut.stdout == full.stdout[:full.stdout.index(stop, 3)] + "\n"
     bad = CliRunner().invoke(cli, args + ["--top-p", "0"])
     assert bad.exit_code == 2 and "--top-p" in bad.stderr
+
+
+def test_a_model_without_a_causal_path_is_refused_by_name():
+    class Encoder:
+        model_type = "encoder"
+    with pytest.raises(ConfigError, match="'encoder' model, which does not generate"):
+        KVCacheContext(Encoder())

@@ -149,6 +149,10 @@ class KVCacheContext:
     """Next-token logits with a KV cache: only tokens not yet in the cache run through the model."""
 
     def __init__(self, model):
+        if not hasattr(model, "forward_step"):
+            kind = getattr(model, "model_type", type(model).__name__)
+            raise ConfigError(f"this is a {kind!r} model, which does not generate text left to "
+                              "right; sample from a GPT checkpoint")
         self.model, self.start = model.eval(), 0
         self.cache = model.new_cache(batch_size=1)
         self.to_host = backends.current().to_host

@@ -191,7 +191,7 @@ def load_gpt2(directory) -> tuple[GPT, BPETokenizer]:
         if name == "lm_head.weight":
             lm_head = array
         elif (ours := tinylm_name(name)) is not None:
-            weights[ours] = array.astype(get_default_dtype())
+            weights[ours] = array.astype(get_default_dtype(), copy=False)
     if lm_head is not None and not np.array_equal(lm_head, weights.get("wte.weight")):
         raise CheckpointError("lm_head.weight differs from wte.weight; tinylm ties them")
     model = GPT(cfg)
