@@ -320,6 +320,8 @@ class NumbaKernels(NumpyKernels):
     def softmax_xent_forward(self, logits, targets, ignore_index):
         z = _rows(logits, logits.shape[-1])                                # (N, V)
         t = np.ascontiguousarray(targets, dtype=np.int64)
+        if t.size and t.max() >= z.shape[1]:  # the kernel does not check its reads
+            raise IndexError(f"target {t.max()} is out of bounds for {z.shape[1]} classes")
         probs = np.empty_like(z)
         losses = np.empty(len(t), dtype=np.float64)
         softmax_xent_forward(z, t, ignore_index, probs, losses)

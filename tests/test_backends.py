@@ -199,6 +199,6 @@ def test_first_50_training_losses_match_numpy(name):
     want, got = _first_losses("numpy"), _first_losses(name)
     assert len(got) == len(want) == 50
     diff = np.abs(np.array(got) - np.array(want))
-    assert diff.max() < 1e-4, (f"{name}: training losses drift from numpy's; max abs diff "
+    assert diff.max() < 1e-5, (f"{name}: training losses drift from numpy's; max abs diff "
                                f"{diff.max():.3g} at step {int(diff.argmax()) + 1} "
                                f"({got[int(diff.argmax())]} vs {want[int(diff.argmax())]})")
