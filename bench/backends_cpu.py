@@ -9,7 +9,8 @@ Every measurement is a fresh process (bench/shakespeare_cpu.py) that trains
 the last ``--steps`` step times and its peak resident memory (ru_maxrss). The
 backends take turns, in a rotated order each round, so that the machine's
 noise falls on all of them; the table gives the median over rounds (and the
-range). MFU divides the model's matmul FLOPs per step (see
+range); "best" compares the fastest rounds, the ones least slowed by other
+jobs on a shared machine. MFU divides the model's matmul FLOPs per step (see
 ``shakespeare_cpu.flops_per_step``) by the step time and by the float32 matmul
 throughput NumPy reaches on this machine, measured in the same run. Numba's
 compile time (on a warm cache) is reported apart and is not in any step time.
@@ -51,20 +52,24 @@ def main() -> None:
         names.remove("torch")
 
     matmul = measure("matmul", data, 1)
-    runs = {name: [] for name in names}
+    runs, loads = {name: [] for name in names}, []
     for r in range(args.repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order each round
             side = "torch" if name == "torch" else "tinylm"
             result = measure(side, data, args.warmup + args.steps, backend=name, threads=args.threads)
             result["median_ms"] = statistics.median(result["step_ms"][args.warmup:])
             runs[name].append(result)
-            print(f"  round {r + 1}: {name:6} {result['median_ms']:6.1f} ms/step", flush=True)
+            load = os.getloadavg()[0]
+            loads.append(load)
+            print(f"  round {r + 1}: {name:6} {result['median_ms']:6.1f} ms/step "
+                  f"(load average {load:.1f})", flush=True)
 
     first = runs[names[0]][0]
     flops, gflops = first["flops"], matmul["gflops"]
     print(f"\n{cpu_name()}, {os.cpu_count()} cores; BLAS {matmul['blas']}; float32 matmul "
           f"{gflops:.0f} GFLOP/s (NumPy, best of 5); model {first['params']:,} parameters, "
-          f"{flops / 1e9:.2f} GFLOP/step, {first['tokens_per_step']} tokens/step")
+          f"{flops / 1e9:.2f} GFLOP/step, {first['tokens_per_step']} tokens/step; "
+          f"load average {min(loads):.1f}-{max(loads):.1f} during the runs (other jobs slow every side)")
     summary = {}
     for name in names:
         ms = [r["median_ms"] for r in runs[name]]
@@ -72,16 +77,18 @@ def main() -> None:
                              peak=max(r["peak_mb"] for r in runs[name]),
                              compile=runs[name][-1]["compile_seconds"], describe=runs[name][0]["describe"])
     anchor = summary.get("torch")
-    print(f"{'backend':8} {'ms/step':>8} {'(range)':>13} {'tokens/s':>9} {'vs torch':>8} {'MFU':>6} "
-          f"{'peak MB':>8} {'vs torch':>8} {'compile s':>9}")
+    # "best": the fastest round, i.e. the one least slowed by other jobs on a shared machine
+    print(f"{'backend':8} {'ms/step':>8} {'(range)':>13} {'tokens/s':>9} {'vs torch':>8} "
+          f"{'best':>6} {'MFU':>6} {'peak MB':>8} {'vs torch':>8} {'compile s':>9}")
     for name, s in summary.items():
         tokens = first["tokens_per_step"] * 1e3 / s["ms"]
         mfu = flops / (s["ms"] / 1e3) / (gflops * 1e9)
         speed = f"{anchor['ms'] / s['ms']:.2f}x" if anchor else "-"
+        best = f"{anchor['lo'] / s['lo']:.2f}x" if anchor else "-"
         memory = f"{s['peak'] / anchor['peak']:.2f}x" if anchor else "-"
         compile_s = f"{s['compile']:.2f}" if s["compile"] is not None else "-"
         print(f"{name:8} {s['ms']:8.1f} {s['lo']:6.1f}-{s['hi']:<6.1f} {tokens:9.0f} {speed:>8} "
-              f"{100 * mfu:5.1f}% {s['peak']:8.0f} {memory:>8} {compile_s:>9}")
+              f"{best:>6} {100 * mfu:5.1f}% {s['peak']:8.0f} {memory:>8} {compile_s:>9}")
     for name, s in summary.items():
         print(f"  {name}: {s['describe']}")
 

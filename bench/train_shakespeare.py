@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import platform
 
 from shakespeare_cpu import DEFAULT_DATA, check_data, measure
@@ -52,7 +53,8 @@ def main() -> None:
         rows.append(("PyTorch eager", torch_result))
 
     print(f"nanoGPT CPU configuration, {args.iters} iterations, {data.name}; "
-          f"{platform.processor() or platform.machine()}, BLAS: {tinylm['blas']}")
+          f"{platform.machine()}, {os.cpu_count()} cores, BLAS: {tinylm['blas']}; "
+          f"load average {os.getloadavg()[1]:.1f} over the last 5 minutes")
     for name, r in rows:
         print(f"  {name}: {r['describe']}")
     print(f"{'':24} {'ms/iter':>8} {'tokens/s':>9} {'train loss':>10} {'val loss':>9} "
