@@ -115,6 +115,10 @@ class CausalSelfAttention(Module):
         self.c_proj = Linear(cfg.n_embd, cfg.n_embd, rng, cfg.bias,
                              std=0.02 / math.sqrt(2 * cfg.n_layer))
         self.resid_dropout = Dropout(cfg.dropout)
+        # Head ablation for interpretability (tinylm.lab.heads); None while training.
+        # head_mask (H, 1, 1): 1 keeps a head, 0 replaces its output by head_fill (H, 1, D).
+        self.head_mask = None
+        self.head_fill = None
 
     def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         B, T, C = x.shape
@@ -126,6 +130,8 @@ class CausalSelfAttention(Module):
         B, T, C = x.shape
         q, k, v = self._heads(x)
         y = ops.causal_attention(q, k, v)                                # (B, H, T, D)
+        if self.head_mask is not None:  # y_h <- m_h y_h + (1 - m_h) fill_h
+            y = y * self.head_mask + (1.0 - self.head_mask) * self.head_fill
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)                     # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
