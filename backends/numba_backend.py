@@ -39,6 +39,9 @@ def available() -> tuple[bool, str]:
 
 def describe() -> str:
     """What the backend runs on, without starting it (``tinylm backends``)."""
+    ok, reason = available()
+    if not ok:
+        return f"Numba: {reason}"
     import numba
 
     threads = numba.config.NUMBA_NUM_THREADS
