@@ -825,6 +825,7 @@ def lab_induction(out, backend, threads, **values):
     click.echo(f"{cfg.n_layer}-layer: copied/random loss {sig['copied_over_random']:.3f}, best "
                f"layer-{cfg.n_layer} induction score {sig['best_induction_score']:.2f}, loss drop "
                f"at step {sig['phase_change_step']}, score jump at step {sig['induction_jump_step']}")
+    click.echo(f"layer 1: best previous-token score {sig['previous_token_score']:.2f}")
     click.echo(f"1-layer control: copied/random loss {sig['control_copied_over_random']:.3f}")
     click.echo(f"signature {'reproduced' if sig['holds'] else 'NOT reproduced'} "
                f"in {results['seconds']:.0f} s")

@@ -16,8 +16,8 @@ from tinylm.cli import cli
 from tinylm.data import Corpus
 from tinylm.lab.grokking import GrokkingConfig, modular_addition, run_grokking
 from tinylm.lab.heads import ablation_table, attention_patterns, token_losses
-from tinylm.lab.induction import (InductionConfig, induction_scores, region_masks,
-                                  repeated_sequences, run_induction)
+from tinylm.lab.induction import (InductionConfig, induction_scores, previous_token_scores,
+                                  region_masks, repeated_sequences, run_induction)
 from tinylm.lab.scaling import ScalingConfig, fit_power_law, run_scaling
 from tinylm.models import GPT, GPTConfig
 
@@ -78,6 +78,9 @@ def test_repeated_sequences_copy_a_span_and_the_masks_find_it():
     perfect = np.zeros((50, 1, 20, 20))
     perfect[b, 0, t, t - copy_len[b] + 1] = 1.0
     assert induction_scores([perfect], start, copy_len)[0, 0] == pytest.approx(1.0)
+    previous = np.zeros((2, 1, 20, 20))
+    previous[:, 0, np.arange(1, 20), np.arange(19)] = 1.0
+    assert previous_token_scores([previous])[0, 0] == pytest.approx(1.0)
 
 
 def test_reduced_induction_run_copies_only_with_two_layers():

@@ -123,6 +123,14 @@ def induction_scores(patterns: list[np.ndarray], start: np.ndarray, copy_len: np
     return np.stack([p[b, :, t, keys].mean(axis=0) for p in patterns])    # (L, H)
 
 
+def previous_token_scores(patterns: list[np.ndarray]) -> np.ndarray:
+    """(n_layer, n_head): mean attention from each token to the one just before it (t -> t-1),
+    the other half of the induction circuit."""
+    T = patterns[0].shape[-1]
+    t = np.arange(1, T)
+    return np.stack([p[:, :, t, t - 1].mean(axis=(0, 2)) for p in patterns])  # (L, H)
+
+
 # --------------------------------------------------------------------------- experiment
 @dataclass(frozen=True)
 class InductionConfig:
@@ -170,13 +178,14 @@ def _lr_at(step: int, cfg) -> float:
 
 
 def evaluate(model: Module, batch) -> dict:
-    """Loss on the random and the copied region, and every head's induction score."""
+    """Loss on the random and the copied region; every head's induction and previous-token score."""
     x, y, start, copy_len = batch
     losses = token_losses(model, x, y)                                    # (B, T)
     random, copied = region_masks(x.shape[1], start, copy_len)
-    scores = induction_scores(attention_patterns(model, x), start, copy_len)
+    patterns = attention_patterns(model, x)
     return {"random_loss": float(losses[random].mean()), "copied_loss": float(losses[copied].mean()),
-            "induction_scores": scores.round(4).tolist()}
+            "induction_scores": induction_scores(patterns, start, copy_len).round(4).tolist(),
+            "previous_token_scores": previous_token_scores(patterns).round(4).tolist()}
 
 
 def train_attention_only(cfg: InductionConfig, n_layer: int,
@@ -224,6 +233,7 @@ def summarize(history: list[dict]) -> dict:
         "copied_over_random": final["copied_loss"] / final["random_loss"],
         "best_head": {"layer": len(final["induction_scores"]), "head": head,
                       "induction_score": float(score[-1])},
+        "best_layer1_previous_token_score": float(max(final["previous_token_scores"][0])),
         "steepest_loss_drop_step": steps[int(np.argmin(np.diff(copied))) + 1] if len(steps) > 1 else 0,
         "steepest_score_rise_step": steps[int(np.argmax(np.diff(score))) + 1] if len(steps) > 1 else 0,
     }
@@ -242,6 +252,7 @@ def run_induction(cfg: InductionConfig, on_event: Callable[[dict], None] = lambd
         "copied_over_random": model["copied_over_random"],
         "best_induction_score": model["best_head"]["induction_score"],
         "control_copied_over_random": control["copied_over_random"],
+        "previous_token_score": model["best_layer1_previous_token_score"],
         "phase_change_step": model["steepest_loss_drop_step"],
         "induction_jump_step": model["steepest_score_rise_step"],
     }

@@ -11,10 +11,22 @@ import numpy as np
 
 
 # --------------------------------------------------------------------------- induction
+def _head_panel(plt, ax, steps, scores, ylabel: str, title: str) -> None:
+    """One line per head, coloured by layer; scores (evals, L, H)."""
+    colors = plt.cm.tab10.colors
+    for layer in range(scores.shape[1]):
+        for head in range(scores.shape[2]):
+            ax.plot(steps, scores[:, layer, head], "-" if layer else "--", color=colors[layer % 10],
+                    alpha=0.8, label=f"layer {layer + 1}" if head == 0 else None)
+    ax.set(xlabel="step", ylabel=ylabel, ylim=(0, 1), title=title)
+    ax.legend(fontsize=8)
+
+
 def induction_curves(plt, results: dict):
-    """Left: random- vs copied-token loss of both models. Right: every head's induction score."""
+    """Loss on random vs copied tokens (model and control); each head's induction and
+    previous-token score over training, the phase change marked."""
     runs = results["runs"]
-    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (ax_loss, ax_ind, ax_prev) = plt.subplots(1, 3, figsize=(16, 4.2))
     for name, style in (("model", "-"), ("control", ":")):
         h = runs[name]["history"]
         steps = [e["step"] for e in h]
@@ -27,19 +39,12 @@ def induction_curves(plt, results: dict):
     ax_loss.legend(fontsize=8)
     h = runs["model"]["history"]
     steps = [e["step"] for e in h]
-    scores = np.array([e["induction_scores"] for e in h])                # (evals, L, H)
-    colors = plt.cm.tab10.colors
-    for layer in range(scores.shape[1]):
-        for head in range(scores.shape[2]):
-            ax_score.plot(steps, scores[:, layer, head], "-" if layer else "--",
-                          color=colors[layer % 10], alpha=0.8,
-                          label=f"layer {layer + 1}" if head == 0 else None)
-    sig = results["signature"]
-    for ax in (ax_loss, ax_score):
-        ax.axvline(sig["phase_change_step"], color="k", lw=0.6, alpha=0.5)
-    ax_score.set(xlabel="step", ylabel="induction score", ylim=(0, 1),
-                 title="attention to the token after the previous occurrence")
-    ax_score.legend(fontsize=8)
+    _head_panel(plt, ax_ind, steps, np.array([e["induction_scores"] for e in h]), "induction score",
+                "attention to the token after the previous occurrence")
+    _head_panel(plt, ax_prev, steps, np.array([e["previous_token_scores"] for e in h]),
+                "previous-token score", "attention to the token just before")
+    for ax in (ax_loss, ax_ind, ax_prev):
+        ax.axvline(results["signature"]["phase_change_step"], color="k", lw=0.6, alpha=0.5)
     fig.tight_layout()
     return fig
 
