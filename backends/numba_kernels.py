@@ -375,9 +375,12 @@ class NumbaKernels(NumpyKernels):
     # S^T = k q^T;  P^T = softmax (kernel);  y = (P^T)^T v
     def attention_forward(self, q, k, v, scale):
         """q, k, v (B, H, T, D) -> (y (B, H, T, D), P^T (B, H, T, T))."""
+        B, H, T, D = q.shape
         PT = k @ q.swapaxes(-1, -2)                                       # (B, H, T, T), keys x queries
         attention_softmax_forward(PT, q.dtype.type(scale))
-        return PT.swapaxes(-1, -2) @ v, PT
+        # y laid out (B, T, H, D) in memory: merging the heads afterwards is then free
+        y = np.empty((B, T, H, D), dtype=np.result_type(PT, v)).transpose(0, 2, 1, 3)
+        return np.matmul(PT.swapaxes(-1, -2), v, out=y), PT
 
     # dv = P^T dy;  dP^T = v dy^T;  dS^T (kernel);  dq = (dS^T)^T k;  dk = dS^T q
     def attention_backward(self, dy, q, k, v, PT, scale):

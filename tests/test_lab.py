@@ -47,9 +47,9 @@ def test_head_mask_of_ones_changes_nothing_and_zero_ablation_does():
     x = np.random.default_rng(1).integers(0, 11, size=(2, 8))
     before = model(x)[0].numpy()
     attn = model.blocks[1].attn
-    attn.head_mask, attn.head_fill = np.ones((2, 1, 1), np.float32), np.zeros((2, 1, 4), np.float32)
+    attn.head_mask, attn.head_fill = np.ones((2, 1), np.float32), np.zeros((2, 4), np.float32)
     np.testing.assert_array_equal(model(x)[0].numpy(), before)
-    attn.head_mask = np.array([1.0, 0.0], np.float32).reshape(2, 1, 1)
+    attn.head_mask = np.array([1.0, 0.0], np.float32).reshape(2, 1)
     assert np.abs(model(x)[0].numpy() - before).max() > 1e-6
     attn.head_mask = attn.head_fill = None
     np.testing.assert_array_equal(model(x)[0].numpy(), before)
@@ -178,6 +178,14 @@ def test_lab_command_writes_results_and_a_plot(experiment, tmp_path):
     assert report["experiment"] == experiment and "holds" in report["signature"]
     assert (tmp_path / f"{experiment}.png").exists()
     assert "signature" in result.stdout and len(result.stderr.splitlines()) >= 2  # progress shown
+
+
+@pytest.mark.parametrize("experiment", sorted(TINY_LAB))
+def test_lab_command_runs_on_every_backend(experiment, backend, tmp_path):
+    result = run("lab", experiment, "--out", tmp_path, "--backend", backend.name, *TINY_LAB[experiment])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["backend"] == backend.name and "holds" in report["signature"]
 
 
 def test_lab_runs_are_seeded(tmp_path):

@@ -114,6 +114,24 @@ def test_matmul_with_a_weight_matrix(shape, m, data):
     check_op(ops.matmul, arrays(data, shape), w, reference=np.matmul)
 
 
+@covers("linear")
+@given(tst.shapes(min_dims=1, max_dims=3), st.integers(1, 4), st.booleans(), st.data())
+def test_linear_is_matmul_plus_bias(shape, m, with_bias, data):
+    x, w = arrays(data, shape), arrays(data, (shape[-1], m))
+    if with_bias:
+        check_op(ops.linear, x, w, arrays(data, (m,)), reference=lambda x, w, b: x @ w + b)
+    else:
+        check_op(ops.linear, x, w, reference=np.matmul)
+
+
+def test_linear_refuses_mismatched_shapes():
+    x, w = Tensor(np.ones((2, 3))), Tensor(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="do not fit"):
+        ops.linear(x, Tensor(np.ones((2, 4))))
+    with pytest.raises(ValueError, match="do not fit"):
+        ops.linear(x, w, Tensor(np.ones(3)))
+
+
 def test_a_tensor_used_twice_accumulates_its_gradient():
     check_op(lambda x: x * x + ops.exp(x) * x, np.linspace(-1, 1, 6).reshape(2, 3))
 
@@ -313,6 +331,25 @@ def _np_causal_attention(q, k, v):
 def test_causal_attention(shape, data):
     q, k, v = (arrays(data, shape, magnitude=2.0) for _ in range(3))
     check_op(ops.causal_attention, q, k, v, reference=_np_causal_attention)
+
+
+def _np_causal_self_attention(qkv, n_head):
+    B, T, C3 = qkv.shape
+    q, k, v = (t.reshape(B, T, n_head, -1).transpose(0, 2, 1, 3) for t in np.split(qkv, 3, axis=-1))
+    return _np_causal_attention(q, k, v).transpose(0, 2, 1, 3).reshape(B, T, C3 // 3)
+
+
+@covers("causal_self_attention")
+@given(st.integers(1, 2), st.integers(1, 5), st.integers(1, 3), st.integers(1, 3), st.data())
+def test_causal_self_attention_is_causal_attention_per_head(B, T, H, D, data):
+    qkv = arrays(data, (B, T, 3 * H * D), magnitude=2.0)
+    check_op(lambda x: ops.causal_self_attention(x, H), qkv,
+             reference=lambda x: _np_causal_self_attention(x, H))
+
+
+def test_causal_self_attention_refuses_a_width_that_does_not_split_into_heads():
+    with pytest.raises(ValueError, match="n_head"):
+        ops.causal_self_attention(Tensor(np.ones((1, 2, 9))), 2)
 
 
 def _qkv_attention(causal):

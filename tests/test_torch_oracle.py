@@ -57,6 +57,12 @@ def torch_causal_attention(q, k, v):
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
+def torch_causal_self_attention(qkv, n_head=2):
+    B, T, C3 = qkv.shape
+    q, k, v = (t.view(B, T, n_head, -1).transpose(1, 2) for t in qkv.split(C3 // 3, dim=2))
+    return torch_causal_attention(q, k, v).transpose(1, 2).reshape(B, T, C3 // 3)
+
+
 CASES = {
     "add": (ops.add, torch.add, (B, ROW)),
     "sub": (ops.sub, torch.sub, (ROW, B)),
@@ -68,6 +74,7 @@ CASES = {
     "log": (ops.log, torch.log, (POS,)),
     "tanh": (ops.tanh, torch.tanh, (A,)),
     "matmul": (ops.matmul, torch.matmul, (B, randn(4, 5))),
+    "linear": (ops.linear, lambda x, w, b: F.linear(x, w.T, b), (B, randn(4, 5), randn(5))),
     "sum": (lambda x: ops.sum(x, axis=(0, 2)), lambda x: x.sum(dim=(0, 2)), (B,)),
     "mean": (lambda x: ops.mean(x, axis=1, keepdims=True), lambda x: x.mean(1, keepdim=True), (B,)),
     "max": (lambda x: ops.max(x, axis=-1), lambda x: x.amax(-1), (DISTINCT,)),
@@ -96,6 +103,8 @@ CASES = {
                       (randn(2, 3, 5), TARGETS)),
     "causal_attention": (ops.causal_attention, torch_causal_attention,
                          (randn(2, 2, 5, 3), randn(2, 2, 5, 3), randn(2, 2, 5, 3))),
+    "causal_self_attention": (lambda qkv: ops.causal_self_attention(qkv, 2),
+                              torch_causal_self_attention, (randn(2, 5, 18),)),
 }
 
 

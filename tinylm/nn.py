@@ -136,8 +136,7 @@ class Linear(Module):
         self.bias = _zeros((n_out,)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        y = x @ self.weight                                           # (..., in) @ (in, out)
-        return y + self.bias if self.bias is not None else y
+        return ops.linear(x, self.weight, self.bias)                  # (..., in) @ (in, out) + (out,)
 
 
 class Embedding(Module):

@@ -94,10 +94,10 @@ def ablation_table(model: Module, batches, mode: str = "zero",
     delta = np.zeros((n_layer, n_head))
     for layer, block in enumerate(model.blocks):
         for head in range(n_head):
-            keep = np.ones((n_head, 1, 1))
+            keep = np.ones((n_head, 1))
             keep[head] = 0.0
             block.attn.head_mask = backend.from_host(keep, dtype=dtype)
-            block.attn.head_fill = backend.from_host(fills[layer].reshape(n_head, 1, D), dtype=dtype)
+            block.attn.head_fill = backend.from_host(fills[layer].reshape(n_head, D), dtype=dtype)
             try:
                 delta[layer, head] = _mean_loss(model, batches) - base
             finally:

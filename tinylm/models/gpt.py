@@ -116,11 +116,12 @@ class CausalSelfAttention(Module):
                              std=0.02 / math.sqrt(2 * cfg.n_layer))
         self.resid_dropout = Dropout(cfg.dropout)
         # Head ablation for interpretability (tinylm.lab.heads); None while training.
-        # head_mask (H, 1, 1): 1 keeps a head, 0 replaces its output by head_fill (H, 1, D).
+        # head_mask (H, 1): 1 keeps a head, 0 replaces its output by head_fill (H, D).
         self.head_mask = None
         self.head_fill = None
 
     def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v, each (B, H, T, D): the fused projection's thirds, split into heads."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(3, axis=2)                        # 3 x (B, T, C)
         split = lambda t: t.reshape(B, T, self.n_head, C // self.n_head).transpose(0, 2, 1, 3)
@@ -128,11 +129,11 @@ class CausalSelfAttention(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, C = x.shape
-        q, k, v = self._heads(x)
-        y = ops.causal_attention(q, k, v)                                # (B, H, T, D)
+        # causal_attention on each head of _heads(x), heads merged back: one op
+        y = ops.causal_self_attention(self.c_attn(x), self.n_head)      # (B, T, C)
         if self.head_mask is not None:  # y_h <- m_h y_h + (1 - m_h) fill_h
-            y = y * self.head_mask + (1.0 - self.head_mask) * self.head_fill
-        y = y.transpose(0, 2, 1, 3).reshape(B, T, C)                     # (B, T, C)
+            y = y.reshape(B, T, self.n_head, C // self.n_head)           # (B, T, H, D)
+            y = (y * self.head_mask + (1.0 - self.head_mask) * self.head_fill).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
     @no_grad()

@@ -1,17 +1,19 @@
 """The primitives of tinylm, each with its forward and VJP side by side.
 
-- ``arith``: add, sub, mul, div, neg, pow, exp, log, tanh, matmul
+- ``arith``: add, sub, mul, div, neg, pow, exp, log, tanh, matmul, linear
 - ``reduce``: sum, mean, max, softmax, log_softmax
 - ``shape``: reshape, transpose, getitem, embedding, concat, split, where, masked_fill
-- ``layers``: layer_norm, gelu, relu, dropout, cross_entropy, causal_attention
+- ``layers``: layer_norm, gelu, relu, dropout, cross_entropy, causal_attention,
+  causal_self_attention
 
 This module also gives Tensor its operators (``a + b``, ``a @ b``, ``x[i]``, ...).
 """
 
 from tinylm.tensor import Tensor
 
-from .arith import add, div, exp, log, matmul, mul, neg, pow, sub, tanh
-from .layers import causal_attention, cross_entropy, dropout, gelu, layer_norm, relu
+from .arith import add, div, exp, linear, log, matmul, mul, neg, pow, sub, tanh
+from .layers import (causal_attention, causal_self_attention, cross_entropy, dropout, gelu,
+                     layer_norm, relu)
 from .reduce import log_softmax, max, mean, softmax, sum
 from .shape import (concat, embedding, getitem, masked_fill, reshape, split, swapaxes,
                     transpose, where)
@@ -46,9 +48,10 @@ Tensor.split = split
 Tensor.T = property(lambda self: transpose(self))
 
 __all__ = [
-    "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "tanh", "matmul",
+    "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "tanh", "matmul", "linear",
     "sum", "mean", "max", "softmax", "log_softmax",
     "reshape", "transpose", "swapaxes", "getitem", "embedding", "concat", "split",
     "where", "masked_fill",
     "layer_norm", "gelu", "relu", "dropout", "cross_entropy", "causal_attention",
+    "causal_self_attention",
 ]

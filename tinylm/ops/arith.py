@@ -108,3 +108,27 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
         return (unbroadcast(g @ b.data.swapaxes(-1, -2), a.shape),
                 unbroadcast(a.data.swapaxes(-1, -2) @ g, b.shape))
     return Tensor._result(a.data @ b.data, (a, b), vjp, "matmul")
+
+
+# Y = X W + b (X's rows through one affine map);  dX = G W^T,  dW = X^T G,  db = Σ_rows G
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x (..., n) @ weight (n, m) + bias (m,) -> (..., m): ``x @ weight + bias`` as one op.
+
+    The same values and gradients as matmul then add, without the intermediate
+    product as a separate array and graph node (the bias is added in place).
+    """
+    n, m = weight.shape
+    if x.shape[-1] != n or (bias is not None and bias.shape != (m,)):
+        raise ValueError(f"linear: x {x.shape}, weight {weight.shape} and bias "
+                         f"{None if bias is None else bias.shape} do not fit (..., n) (n, m) (m,)")
+    x2 = x.data.reshape(-1, n)                                        # (N, n)
+    y = x2 @ weight.data                                              # (N, m), a new array
+    if bias is not None:
+        y += bias.data
+
+    def vjp(g):
+        g2 = g.reshape(-1, m)                                         # (N, m)
+        return ((g2 @ weight.data.T).reshape(x.shape), x2.T @ g2,
+                None if bias is None else g2.sum(axis=0))
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor._result(y.reshape(*x.shape[:-1], m), parents, vjp, "linear")

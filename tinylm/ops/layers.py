@@ -77,3 +77,31 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     def vjp(g):
         return kern.attention_backward(g, q.data, k.data, v.data, saved, scale)
     return Tensor._result(y, (q, k, v), vjp, "causal_attention")
+
+
+# the same, per head: [q | k | v] = qkv split into n_head heads of D = C / n_head;  y = heads side by side
+def causal_self_attention(qkv: Tensor, n_head: int) -> Tensor:
+    """qkv (B, T, 3C), the fused projection [q | k | v] -> (B, T, C), each head's output in its D columns.
+
+    causal_attention on the heads of q, k and v, with the splitting into heads
+    and the merging back done inside one op: the gradient comes back as one
+    (B, T, 3C) array, instead of three zero-padded thirds summed.
+    """
+    B, T, C3 = qkv.shape
+    if C3 % (3 * n_head):
+        raise ValueError(f"qkv's last axis ({C3}) must be 3 x n_head ({n_head}) x head size")
+    C, xp_ = C3 // 3, xp()
+    D = C // n_head
+    heads = qkv.data.reshape(B, T, 3, n_head, D)                      # (B, T, 3, H, D), a view
+    q, k, v = (heads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # 3 x (B, H, T, D) views
+    kern = kernels()
+    scale = 1.0 / math.sqrt(D)
+    y, saved = kern.attention_forward(q, k, v, scale)                 # (B, H, T, D)
+
+    def vjp(g):
+        dy = g.reshape(B, T, n_head, D).transpose(0, 2, 1, 3)         # (B, H, T, D)
+        dq, dk, dv = kern.attention_backward(dy, q, k, v, saved, scale)
+        dqkv = xp_.stack([d.transpose(0, 2, 1, 3) for d in (dq, dk, dv)], axis=2)  # (B, T, 3, H, D)
+        return (dqkv.reshape(B, T, C3),)
+    return Tensor._result(y.transpose(0, 2, 1, 3).reshape(B, T, C), (qkv,), vjp,
+                          "causal_self_attention")
