@@ -14,21 +14,18 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import signal
 import sys
 import tomllib
-from dataclasses import asdict, fields
-from pathlib import Path
+from dataclasses import fields
 
 import click
 
 from tinylm import backends
+from tinylm.commands import finetune, gpt2, lab, tokenizer
+from tinylm.commands.common import (Progress, StopOnSignal, activate_backend, backend_option,
+                                    ckpt_option, echo_err)
 from tinylm.errors import ConfigError, TinyLMError
 from tinylm.models import GPTConfig
-from tinylm.classify import FINETUNE_DEFAULTS
-from tinylm.lab.grokking import GrokkingConfig
-from tinylm.lab.induction import InductionConfig
-from tinylm.lab.scaling import ScalingConfig
 from tinylm.train import TrainConfig
 
 # Named presets: model and training fields (nanoGPT's names and values).
@@ -50,10 +47,6 @@ TRAIN_FIELDS = list(fields(TrainConfig))
 SHRINK = "try a smaller --batch-size, --block-size or model (--n-layer, --n-embd)"
 
 
-def _echo_err(message: str) -> None:
-    click.echo(message, err=True)
-
-
 class TinyLMGroup(click.Group):
     """Turns every anticipated failure into one line on stderr and an exit code."""
 
@@ -63,34 +56,34 @@ class TinyLMGroup(click.Group):
             rv = super().main(args=args, prog_name=prog_name or "tinylm",
                               standalone_mode=False, **extra)
         except click.exceptions.Abort:
-            _echo_err("aborted")
+            echo_err("aborted")
             sys.exit(130)
         except click.UsageError as exc:
             where = f"; see 'tinylm {exc.ctx.info_name} --help'" if exc.ctx and exc.ctx.parent else \
                 "; see 'tinylm --help'"
-            _echo_err(f"error: {exc.format_message()}{where}")
+            echo_err(f"error: {exc.format_message()}{where}")
             sys.exit(2)
         except click.ClickException as exc:
-            _echo_err(f"error: {exc.format_message()}")
+            echo_err(f"error: {exc.format_message()}")
             sys.exit(exc.exit_code)
         except TinyLMError as exc:
-            _echo_err(f"error: {exc}")
+            echo_err(f"error: {exc}")
             sys.exit(exc.exit_code)
         except MemoryError:
-            _echo_err(f"error: out of memory; {SHRINK}")
+            echo_err(f"error: out of memory; {SHRINK}")
             sys.exit(1)
         except OSError as exc:
-            _echo_err(f"error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+            echo_err(f"error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
             sys.exit(1)
         except Exception as exc:
             # CuPy's cupy.cuda.memory.OutOfMemoryError, matched by name so cupy is never imported
             if type(exc).__name__ != "OutOfMemoryError":
                 raise
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "allocation failed"
-            _echo_err(f"error: out of GPU memory ({detail}); {SHRINK}")
+            echo_err(f"error: out of GPU memory ({detail}); {SHRINK}")
             sys.exit(1)
         except KeyboardInterrupt:
-            _echo_err("interrupted")
+            echo_err("interrupted")
             sys.exit(130)
         sys.exit(rv if isinstance(rv, int) else 0)
 
@@ -111,27 +104,10 @@ def main(argv=None):
     cli.main(args=argv, prog_name="tinylm")
 
 
-# --------------------------------------------------------------------------- shared
-def backend_option(f):
-    f = click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="CPU threads for the backend's kernels (numba).")(f)
-    return click.option("--backend", default="numpy", show_default=True,
-                        help="Array backend: numpy, numba or cupy (see 'tinylm backends').")(f)
-
-
-def activate_backend(name: str, threads: int | None):
-    backend = backends.set_backend(name)
-    if threads:
-        backend.set_threads(threads)
-    compile_s = getattr(backend, "compile_seconds", None)
-    if compile_s:
-        _echo_err(f"backend {backend.name}: kernels ready in {compile_s:.1f} s (JIT, not training time)")
-    return backend
-
-
-def ckpt_option(f):
-    return click.option("--ckpt", required=True, type=click.Path(),
-                        help="Run directory written by 'tinylm train --out' (or its .safetensors file).")(f)
+# The commands beyond the core four live in tinylm/commands/, one module per topic.
+for command in (finetune.finetune, finetune.classify, tokenizer.tokenizer, gpt2.import_gpt2,
+                gpt2.export_gpt2, lab.inspect_group, lab.lab_group):
+    cli.add_command(command)
 
 
 # --------------------------------------------------------------------------- train
@@ -182,56 +158,6 @@ def resolve_config(preset: str | None, toml_values: dict, cli_values: dict) -> t
     train = TrainConfig(**{f.name: merged[f.name] for f in TRAIN_FIELDS if f.name in merged})
     GPTConfig(**model)  # validate now, before any data is read
     return model, train
-
-
-class Progress:
-    """Renders training events on stderr: one updating line on a terminal, log lines otherwise."""
-
-    def __init__(self, max_iters: int, baseline: float | None):
-        self.max_iters, self.baseline = max_iters, baseline
-        self.tty = sys.stderr.isatty()
-        self.every = max(1, max_iters // 20)  # log lines (not a terminal): about 20 per run
-        self.last_logged = 0
-
-    def __call__(self, e: dict) -> None:
-        if e["event"] == "step":
-            done = e["step"] / self.max_iters
-            eta = (self.max_iters - e["step"]) * e["ms_per_iter"] / 1e3
-            line = (f"step {e['step']:>6}/{self.max_iters} {100 * done:3.0f}% | loss {e['loss']:.4f} "
-                    f"| lr {e['lr']:.2e} | {e['ms_per_iter']:.0f} ms/it "
-                    f"| {e['tokens_per_s'] / 1e3:.1f}k tok/s | eta {int(eta // 60)}:{int(eta % 60):02d}")
-            if self.tty:
-                click.echo("\r" + line.ljust(100), nl=False, err=True)
-            elif e["step"] - self.last_logged >= self.every or e["step"] == self.max_iters:
-                self.last_logged = e["step"]
-                _echo_err(line)
-        elif e["event"] == "eval":
-            base = f" (unigram baseline {self.baseline:.3f})" if self.baseline else ""
-            prefix = "\n" if self.tty else ""
-            _echo_err(f"{prefix}step {e['step']}: train loss {e['train_loss']:.4f}, "
-                      f"val loss {e['val_loss']:.4f}{base}")
-
-
-class StopOnSignal:
-    """First SIGINT/SIGTERM: finish the step, save, exit 0. A second SIGINT aborts at once."""
-
-    def __init__(self):
-        self.requested = False
-
-    def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        _echo_err(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
-                  "(Ctrl-C again to abort without saving)")
-
-    def __enter__(self):
-        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
 
 
 @cli.command()
@@ -290,7 +216,7 @@ def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite
     from tinylm.run import new_run, resume_run
     from tinylm.tokenizers import load_tokenizer
 
-    say = _echo_err if comm.rank == 0 else (lambda message: None)
+    say = echo_err if comm.rank == 0 else (lambda message: None)
     activate_backend(backend, threads)
     toml_values = read_toml(config_file) if config_file else {}
     data = data if data is not None else toml_values.get("data")
@@ -331,16 +257,16 @@ def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite
     if comm.rank != 0:
         return 0
     if stop.requested and state.step < run.train_config.max_iters:
-        _echo_err(f"stopped at step {state.step}; checkpoint saved in {run.out}. Resume with: "
+        echo_err(f"stopped at step {state.step}; checkpoint saved in {run.out}. Resume with: "
                   f"tinylm train --resume --out {shlex.quote(str(run.out))}")
         return 0
     step, train_loss, val_loss = state.history[-1]
     click.echo(f"done: {step} steps, train loss {train_loss:.4f}, val loss {val_loss:.4f} "
                f"(unigram baseline {baseline:.4f}); checkpoint: {run.out}")
     if run.objective == "mlm":
-        _echo_err(f"fine-tune it with: tinylm finetune --ckpt {run.out} --train FILE --val FILE")
+        echo_err(f"fine-tune it with: tinylm finetune --ckpt {run.out} --train FILE --val FILE")
     else:
-        _echo_err(f"sample from it with: tinylm sample --ckpt {run.out}")
+        echo_err(f"sample from it with: tinylm sample --ckpt {run.out}")
     return 0
 
 
@@ -434,488 +360,6 @@ def evaluate(ckpt, data, batches, batch_size, as_json, backend, threads):
         click.echo(f"{source}: loss {loss:.4f} | perplexity {result['perplexity']:.2f} | "
                    f"{result['bits_per_token']:.3f} bits/char | unigram baseline "
                    f"{result['unigram_baseline']:.4f}")
-    return 0
-
-
-# --------------------------------------------------------------------------- finetune
-@cli.command()
-@ckpt_option
-@click.option("--train", "train_file", required=True, type=click.Path(dir_okay=False),
-              help="Labelled texts: CSV with a 'text,label' header, or JSONL {\"text\", \"label\"}.")
-@click.option("--val", "val_file", required=True, type=click.Path(dir_okay=False),
-              help="Labelled texts to score on (same formats); labels must occur in --train.")
-@click.option("--out", default="finetuned", show_default=True, type=click.Path(file_okay=False),
-              help="Run directory for the classifier checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out.")
-@click.option("--pooling", type=click.Choice(["cls", "mean", "last"]), default=None,
-              help="Text vector: [CLS] token (encoder default), mean of positions, or last token "
-                   "(GPT default).")
-@click.option("--strict", is_flag=True, help="Refuse files with bad rows instead of leaving them out.")
-@click.option("--max-iters", type=click.IntRange(min=1), default=None,
-              help=f"[{FINETUNE_DEFAULTS['max_iters']}]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help=f"[{FINETUNE_DEFAULTS['batch_size']}]")
-@click.option("--learning-rate", type=float, default=None,
-              help=f"[{FINETUNE_DEFAULTS['learning_rate']}]")
-@click.option("--eval-interval", type=click.IntRange(min=1), default=None,
-              help=f"[{FINETUNE_DEFAULTS['eval_interval']}]")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help=f"[{TrainConfig.seed}]")
-@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
-@backend_option
-def finetune(ckpt, train_file, val_file, out, overwrite, pooling, strict, as_json, backend, threads,
-             **values):
-    """Fine-tune a pre-trained checkpoint to classify texts; scores it on --val.
-
-    \b
-    Example:
-      tinylm train --objective mlm --out enc
-      tinylm finetune --ckpt enc --train reviews.csv --val reviews-val.csv --out clf
-      tinylm classify --ckpt clf "what a great film"
-    """
-    from tinylm.checkpoint import checkpoint_path
-    from tinylm.classify import finetune as run_finetune, format_report
-
-    activate_backend(backend, threads)
-    if checkpoint_path(out).exists() and not overwrite:
-        raise ConfigError(f"{out} already holds a checkpoint; pass --overwrite to replace it, "
-                          "or another --out")
-    given = {k: v for k, v in values.items() if v is not None}
-    if "learning_rate" in given:  # keep the schedule's floor below a user's rate
-        given.setdefault("min_lr", given["learning_rate"] / 10)
-    train_config = TrainConfig(**{**FINETUNE_DEFAULTS, **given})
-    _echo_err(f"finetune: {json.dumps(train_config.to_dict())}")
-    with StopOnSignal() as stop:
-        result = run_finetune(ckpt, train_file, val_file, out, train_config, pooling, strict,
-                              on_event=Progress(train_config.max_iters, None),
-                              warn=lambda m: _echo_err(f"warning: {m}"),
-                              stop_requested=lambda: stop.requested)
-    if as_json:
-        click.echo(json.dumps({**result.report, "checkpoint": str(result.path)}))
-    else:
-        click.echo(format_report(result.report))
-    _echo_err(f"classifier saved in {out}; use it with: tinylm classify --ckpt {out} \"some text\"")
-    return 0
-
-
-@cli.command()
-@ckpt_option
-@click.argument("texts", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print labels and probabilities as JSON.")
-@backend_option
-def classify(ckpt, texts, as_json, backend, threads):
-    """Label texts with a classifier from 'tinylm finetune'; prints each label and its probabilities.
-
-    \b
-    Example:
-      tinylm classify --ckpt clf "what a great film" "a dull, sad plot"
-    """
-    from tinylm.classify import load_classifier, predict
-
-    activate_backend(backend, threads)
-    model, tokenizer, _ = load_classifier(ckpt)
-    results, truncated = predict(model, tokenizer, list(texts))
-    if truncated:
-        _echo_err(f"warning: {truncated} text(s) longer than block_size {model.config.block_size} "
-                  "tokens were truncated to their beginning")
-    if as_json:
-        click.echo(json.dumps(results))
-        return 0
-    for r in results:
-        ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
-        click.echo(f"{r['label']}\t" + "  ".join(f"{k} {p:.3f}" for k, p in ranked) + f"\t{r['text']}")
-    return 0
-
-
-# --------------------------------------------------------------------------- tokenizer
-@cli.group()
-def tokenizer():
-    """Byte-level BPE tokenizers (GPT-2's kind): train one, look at what it does.
-
-    \b
-    Example:
-      tinylm tokenizer train --data input.txt --vocab-size 2048 --out tok.json
-      tinylm train --data input.txt --tokenizer tok.json
-    """
-
-
-@tokenizer.command(name="train")
-@click.option("--data", type=click.Path(), default=None,
-              help="Text file or directory to learn from [offline default corpus].")
-@click.option("--vocab-size", type=click.IntRange(min=257), default=2048, show_default=True,
-              help="Tokens in all: 256 bytes + merges + special tokens.")
-@click.option("--special", "specials", multiple=True,
-              help="Special token; repeatable [<|endoftext|>].")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="JSON file to write.")
-def tokenizer_train(data, vocab_size, specials, out):
-    """Learn BPE merges from a corpus and write the tokenizer as JSON.
-
-    \b
-    Example:
-      tinylm tokenizer train --data input.txt --vocab-size 1024 --out tok.json
-      tinylm tokenizer train --vocab-size 512 --special "<|endoftext|>" --special "[SEP]" --out t.json
-    """
-    import time
-
-    from tinylm.bpe import DEFAULT_SPECIAL_TOKENS, train_bpe
-    from tinylm.run import load_corpus
-    from tinylm.tokenizers import save_tokenizer
-
-    corpus = load_corpus(data)
-    _echo_err(f"data: {corpus.source}")
-    start = time.perf_counter()
-
-    def progress(done, total):
-        _echo_err(f"merges {done}/{total} ({time.perf_counter() - start:.1f} s)")
-    tok = train_bpe(corpus.text, vocab_size, specials or DEFAULT_SPECIAL_TOKENS, on_progress=progress)
-    trained_s = time.perf_counter() - start
-    save_tokenizer(tok, out)
-    n_tokens = len(tok.encode(corpus.text))
-    click.echo(f"wrote {out}: vocab {tok.vocab_size} ({len(tok.merges)} merges, special "
-               f"{list(tok.special_tokens)}), trained in {trained_s:.1f} s; "
-               f"{len(corpus.text) / max(n_tokens, 1):.2f} chars/token on the data")
-    if tok.vocab_size < vocab_size:
-        _echo_err(f"stopped at {tok.vocab_size} tokens: no pair of tokens occurs twice any more")
-    return 0
-
-
-@tokenizer.command(name="encode")
-@click.option("--tokenizer", "tokenizer_file", required=True, type=click.Path(dir_okay=False))
-@click.argument("text")
-def tokenizer_encode(tokenizer_file, text):
-    """Print the token ids of TEXT and the piece of text each stands for.
-
-    \b
-    Example:
-      tinylm tokenizer encode --tokenizer tok.json "Hello world"
-    """
-    from tinylm.tokenizers import load_tokenizer
-
-    tok = load_tokenizer(tokenizer_file)
-    ids = tok.encode(text)
-    click.echo(" ".join(str(i) for i in ids))
-    click.echo(" | ".join(repr(tok.decode([i])) for i in ids))
-    return 0
-
-
-# --------------------------------------------------------------------------- GPT-2
-@cli.command(name="import-gpt2")
-@click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
-@click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out.")
-def import_gpt2(directory, out, overwrite):
-    """Convert a GPT-2 checkpoint directory (HF layout) into a tinylm run directory.
-
-    DIRECTORY holds config.json, model.safetensors, vocab.json and merges.txt, as
-    on the Hugging Face hub (e.g. openai-community/gpt2, downloaded beforehand).
-
-    \b
-    Example:
-      tinylm import-gpt2 ~/models/gpt2 --out gpt2
-      tinylm sample --ckpt gpt2 --prompt "Hello, I'm a language model," --top-k 40
-    """
-    from tinylm.checkpoint import checkpoint_path
-    from tinylm.gpt2 import import_gpt2 as convert
-
-    if checkpoint_path(out).exists() and not overwrite:
-        raise ConfigError(f"{out} already holds a checkpoint; pass --overwrite or another --out")
-    path = convert(directory, out)
-    click.echo(f"wrote {path}")
-    return 0
-
-
-@cli.command(name="export-gpt2")
-@ckpt_option
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Directory for model.safetensors, config.json (and vocab.json, merges.txt).")
-def export_gpt2(ckpt, out):
-    """Write a GPT checkpoint in GPT-2's HF layout (loadable by transformers' GPT2LMHeadModel).
-
-    \b
-    Example:
-      tinylm export-gpt2 --ckpt out --out exported
-      python -c "from transformers import GPT2LMHeadModel; GPT2LMHeadModel.from_pretrained('exported')"
-    """
-    from tinylm.checkpoint import load_model
-    from tinylm.gpt2 import export_gpt2 as write
-
-    model, tokenizer, _ = load_model(ckpt)
-    files = write(model, tokenizer, out)
-    for f in files:
-        click.echo(f"wrote {f}")
-    if len(files) == 2:
-        _echo_err(f"no vocab.json/merges.txt: the run's tokenizer ({type(tokenizer).__name__}) is not "
-                  "byte-level BPE; train one with 'tinylm tokenizer train' and 'tinylm train --tokenizer'")
-    return 0
-
-
-# --------------------------------------------------------------------------- inspect and lab
-def _field_options(config_cls, skip=()):
-    """One option per field of a lab config dataclass: --max-iters -> max_iters (default: the field's)."""
-    def decorate(f):
-        for fld in reversed(fields(config_cls)):
-            if fld.name in skip:
-                continue
-            kind = {int: click.INT, float: click.FLOAT}[type(fld.default)]
-            f = click.option(f"--{fld.name.replace('_', '-')}", fld.name, type=kind, default=None,
-                             help=f"[{fld.default}]")(f)
-        return f
-    return decorate
-
-
-def _lab_out_option(default: str):
-    return click.option("--out", default=default, show_default=True, type=click.Path(file_okay=False),
-                        help="Directory for results.json and the PNG figures.")
-
-
-def _write_lab_report(out, results: dict, figures: dict) -> None:
-    from tinylm.lab.report import PLOT_HINT, write_report
-
-    written = write_report(out, results, figures)
-    if written["plots"] is None:
-        _echo_err(PLOT_HINT)
-    for path in [written["json"], *(written["plots"] or [])]:
-        click.echo(f"wrote {path}")
-
-
-class LabProgress:
-    """Evaluation events on stderr: one updating line on a terminal, about 15 log lines otherwise."""
-
-    def __init__(self, total: int, describe):
-        self.total, self.describe = total, describe
-        self.tty = sys.stderr.isatty()
-        self.every, self.next_line = max(1, total // 15), 0
-
-    def __call__(self, e: dict) -> None:
-        if e["event"] == "start":
-            if self.tty:
-                click.echo("", err=True)
-            self.next_line = 0
-            return
-        if e["event"] != "eval":
-            return
-        line = f"step {e['step']:>6}/{self.total} | {self.describe(e)} | {e['seconds']:.0f} s"
-        if self.tty:
-            click.echo("\r" + line.ljust(110), nl=False, err=True)
-            if e["step"] == self.total:
-                click.echo("", err=True)
-        elif e["step"] >= self.next_line or e["step"] == self.total:
-            self.next_line = e["step"] + self.every
-            _echo_err(line)
-
-
-@cli.group(name="inspect")
-def inspect_group():
-    """Reductionist tools: attention heatmaps and head ablations of a trained GPT.
-
-    \b
-    Example:
-      tinylm inspect attention --ckpt out --prompt "def __init__(self):"
-      tinylm inspect ablate --ckpt out --mode mean
-    """
-
-
-@inspect_group.command(name="attention")
-@ckpt_option
-@click.option("--prompt", required=True, help="Text whose attention patterns to draw.")
-@_lab_out_option("inspect/attention")
-@backend_option
-def inspect_attention(ckpt, prompt, out, backend, threads):
-    """Attention of every layer and head on a prompt: one heatmap grid, tokens on the axes.
-
-    \b
-    Example:
-      tinylm inspect attention --ckpt out --prompt "for i in range(10):" --out inspect/attn
-    """
-    from tinylm.checkpoint import load_model
-    from tinylm.lab import heads, plots
-
-    activate_backend(backend, threads)
-    model, tokenizer, ck = load_model(ckpt)
-    heads.require_gpt(model, ck.path)
-    results = {"experiment": "inspect-attention", "checkpoint": str(ck.path), "prompt": prompt,
-               **heads.inspect_attention(model, tokenizer, prompt)}
-    _echo_err(f"{len(results['tokens'])} tokens, {results['n_layer']} layers x "
-              f"{results['n_head']} heads")
-    _write_lab_report(out, results, {"attention": plots.attention_grid})
-    return 0
-
-
-@inspect_group.command(name="ablate")
-@ckpt_option
-@click.option("--data", type=click.Path(), default=None,
-              help="Text to measure the loss on [the run's own validation split].")
-@click.option("--mode", type=click.Choice(["zero", "mean"]), default="zero", show_default=True,
-              help="Replace a head's output by zero, or by its mean over the data.")
-@click.option("--batches", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of the evaluation windows.")
-@_lab_out_option("inspect/ablate")
-@backend_option
-def inspect_ablate(ckpt, data, mode, batches, batch_size, seed, out, backend, threads):
-    """Knock out each attention head in turn; table of the validation-loss change per layer x head.
-
-    \b
-    Example:
-      tinylm inspect ablate --ckpt out --mode mean --out inspect/ablate
-    """
-    from tinylm.checkpoint import load_model
-    from tinylm.lab import heads, plots
-
-    activate_backend(backend, threads)
-    model, tokenizer, ck = load_model(ckpt)
-    heads.require_gpt(model, ck.path)
-    ids, source = heads.held_out_ids(ck, tokenizer, data)
-    _echo_err(f"data: {source}; {mode}-ablating {len(model.blocks)} x "
-              f"{model.blocks[0].attn.n_head} heads")
-    results = heads.inspect_ablation(model, ids, batch_size, batches, mode, seed,
-                                     on_progress=lambda d, t: _echo_err(f"head {d}/{t}"))
-    results.update(experiment="inspect-ablate", checkpoint=str(ck.path), data=source, seed=seed)
-    click.echo(f"loss {results['base_loss']:.4f} with every head; change when one head is "
-               f"{mode}-ablated:")
-    click.echo("layer " + "".join(f"{'head ' + str(h + 1):>10}" for h in range(len(results["delta"][0]))))
-    for layer, row in enumerate(results["delta"]):
-        click.echo(f"{layer + 1:>5} " + "".join(f"{d:>+10.4f}" for d in row))
-    _write_lab_report(out, results, {"ablation": plots.ablation_heatmap})
-    return 0
-
-
-@cli.group(name="lab")
-def lab_group():
-    """Experiments on emergence, minutes each: induction heads, grokking, scaling laws.
-
-    \b
-    Example:
-      tinylm lab induction --out lab/induction
-      tinylm lab grokking --out lab/grokking
-      tinylm lab scaling --out lab/scaling
-    """
-
-
-def _lab_run_options(default_out: str):
-    def decorate(f):
-        return _lab_out_option(default_out)(backend_option(f))
-    return decorate
-
-
-@lab_group.command(name="induction")
-@_field_options(InductionConfig)
-@_lab_run_options("lab/induction")
-def lab_induction(out, backend, threads, **values):
-    """Induction heads: a 2-layer attention-only model's phase change on repeated random tokens.
-
-    Trains the model and a 1-layer control; prints the signature (copied/random
-    loss ratio, best layer-2 induction score) and writes results.json and induction.png.
-
-    \b
-    Example:
-      tinylm lab induction --out lab/induction          # ~3 min on 2 CPU cores
-    """
-    from tinylm.lab import plots
-    from tinylm.lab.induction import InductionConfig, run_induction
-
-    activate_backend(backend, threads)
-    cfg = InductionConfig(**{k: v for k, v in values.items() if v is not None})
-    _echo_err(f"induction: {json.dumps(asdict(cfg))}; backend {backends.current().name}")
-    progress = LabProgress(cfg.max_iters, lambda e: (
-        f"{e['n_layer']}-layer | random-token loss {e['random_loss']:.3f} | copied-token loss "
-        f"{e['copied_loss']:.3f} | best last-layer induction score {max(e['induction_scores'][-1]):.2f}"))
-    results = run_induction(cfg, progress)
-    sig = results["signature"]
-    click.echo(f"{cfg.n_layer}-layer: copied/random loss {sig['copied_over_random']:.3f}, best "
-               f"layer-{cfg.n_layer} induction score {sig['best_induction_score']:.2f}, loss drop "
-               f"at step {sig['phase_change_step']}, score jump at step {sig['induction_jump_step']}")
-    click.echo(f"layer 1: best previous-token score {sig['previous_token_score']:.2f}")
-    click.echo(f"1-layer control: copied/random loss {sig['control_copied_over_random']:.3f}")
-    click.echo(f"signature {'reproduced' if sig['holds'] else 'NOT reproduced'} "
-               f"in {results['seconds']:.0f} s")
-    _write_lab_report(out, results, {"induction": plots.induction_curves})
-    return 0
-
-
-@lab_group.command(name="grokking")
-@_field_options(GrokkingConfig)
-@_lab_run_options("lab/grokking")
-def lab_grokking(out, backend, threads, **values):
-    """Grokking: modular addition learnt long after it is memorised, under weight decay.
-
-    Trains a 1-layer transformer on a fraction of the table a + b (mod p), with
-    weight decay and without (the control); on --backend cupy the defaults are larger.
-
-    \b
-    Example:
-      tinylm lab grokking --out lab/grokking             # ~5 min on 2 CPU cores
-      tinylm lab grokking --backend cupy --out lab/grokking-gpu
-    """
-    from tinylm.lab import plots
-    from tinylm.lab.grokking import GPU_DEFAULTS, run_grokking
-
-    activate_backend(backend, threads)
-    defaults = GPU_DEFAULTS if backends.current().name == "cupy" else {}
-    cfg = GrokkingConfig(**{**defaults, **{k: v for k, v in values.items() if v is not None}})
-    _echo_err(f"grokking: {json.dumps(asdict(cfg))}; backend {backends.current().name}")
-    progress = LabProgress(cfg.max_iters, lambda e: (
-        f"weight decay {e['weight_decay']:g} | train acc {e['train_acc']:.3f} | "
-        f"val acc {e['val_acc']:.3f} | val loss {e['val_loss']:.3f}"))
-    results = run_grokking(cfg, progress)
-    sig = results["signature"]
-    click.echo(f"weight decay {cfg.weight_decay:g}: train accuracy 99% at step "
-               f"{sig['train_99_step']}, validation accuracy 95% at step {sig['val_95_step']} "
-               f"(delay x{sig['delay_ratio']:.1f})" if sig["val_95_step"] else
-               f"weight decay {cfg.weight_decay:g}: train accuracy 99% at step "
-               f"{sig['train_99_step']}, validation never reached 95%")
-    click.echo(f"no weight decay: best validation accuracy {sig['control_best_val_acc']:.3f}")
-    click.echo(f"signature {'reproduced' if sig['holds'] else 'NOT reproduced'} "
-               f"in {results['seconds']:.0f} s")
-    _write_lab_report(out, results, {"grokking": plots.grokking_curves})
-    return 0
-
-
-@lab_group.command(name="scaling")
-@_field_options(ScalingConfig)
-@click.option("--data", type=click.Path(), default=None,
-              help="Text file or directory [offline default corpus].")
-@click.option("--sizes", type=click.IntRange(min=3), default=None,
-              help="Use the first N sizes of the ladder [5 on CPU, 7 on cupy].")
-@_lab_run_options("lab/scaling")
-def lab_scaling(data, sizes, out, backend, threads, **values):
-    """Scaling law: a ladder of GPT sizes on the same tokens, fitted to L(N) = a N^-alpha + c.
-
-    \b
-    Example:
-      tinylm lab scaling --out lab/scaling               # ~6 min on 2 CPU cores
-      tinylm lab scaling --backend cupy --max-iters 4000
-    """
-    from tinylm.lab import plots
-    from tinylm.lab.scaling import CPU_LADDER, GPU_LADDER, run_scaling
-    from tinylm.run import load_corpus
-
-    activate_backend(backend, threads)
-    ladder = GPU_LADDER if backends.current().name == "cupy" else CPU_LADDER
-    if sizes is not None:
-        if sizes > len(GPU_LADDER):
-            raise ConfigError(f"--sizes {sizes} exceeds the ladder's {len(GPU_LADDER)} sizes")
-        ladder = GPU_LADDER[:sizes]
-    cfg = ScalingConfig(**{k: v for k, v in values.items() if v is not None})
-    corpus = load_corpus(data)
-    _echo_err(f"scaling: {json.dumps(asdict(cfg))}; {len(ladder)} sizes, {cfg.tokens:,} tokens "
-              f"each; data {corpus.source}; backend {backends.current().name}")
-
-    def progress(e):
-        if e["event"] == "start":
-            _echo_err(f"[{e['index'] + 1}/{e['total']}] {e['name']}: {e['params']:,} parameters")
-        elif e["event"] == "done":
-            _echo_err(f"  val loss {e['val_loss']:.4f} ({e['seconds']:.0f} s)")
-    results = run_scaling(cfg, corpus, ladder, progress)
-    click.echo(f"{'model':<10}{'params':>10}{'FLOPs':>11}{'val loss':>10}")
-    for r in results["models"]:
-        click.echo(f"{r['name']:<10}{r['params']:>10,}{r['train_flops']:>11.2e}{r['val_loss']:>10.4f}")
-    fit, sig = results["fit"], results["signature"]
-    click.echo(f"fit: L(N) = {fit['a']:.3g} N^-{fit['alpha']:.3f} + {fit['c']:.3f}, "
-               f"R² {fit['r2']:.3f}; monotonic: {sig['monotonic']}")
-    click.echo(f"signature {'reproduced' if sig['holds'] else 'NOT reproduced'} "
-               f"in {results['seconds']:.0f} s")
-    _write_lab_report(out, results, {"scaling": plots.scaling_laws})
     return 0
 
 
