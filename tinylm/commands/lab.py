@@ -46,6 +46,13 @@ def _write_lab_report(out, results: dict, figures: dict) -> None:
         click.echo(f"wrote {path}")
 
 
+def _finish(out, results: dict, figures: dict) -> None:
+    """Whether the experiment's signature held, then results.json and the figures."""
+    held = "reproduced" if results["signature"]["holds"] else "NOT reproduced"
+    click.echo(f"signature {held} in {results['seconds']:.0f} s")
+    _write_lab_report(out, results, figures)
+
+
 class LabProgress:
     """Evaluation events on stderr: one updating line on a terminal, about 15 log lines otherwise."""
 
@@ -196,9 +203,7 @@ def lab_induction(out, backend, threads, **values):
                f"at step {sig['phase_change_step']}, score jump at step {sig['induction_jump_step']}")
     click.echo(f"layer 1: best previous-token score {sig['previous_token_score']:.2f}")
     click.echo(f"1-layer control: copied/random loss {sig['control_copied_over_random']:.3f}")
-    click.echo(f"signature {'reproduced' if sig['holds'] else 'NOT reproduced'} "
-               f"in {results['seconds']:.0f} s")
-    _write_lab_report(out, results, {"induction": plots.induction_curves})
+    _finish(out, results, {"induction": plots.induction_curves})
     return 0
 
 
@@ -234,9 +239,7 @@ def lab_grokking(out, backend, threads, **values):
                f"weight decay {cfg.weight_decay:g}: train accuracy 99% at step "
                f"{sig['train_99_step']}, validation never reached 95%")
     click.echo(f"no weight decay: best validation accuracy {sig['control_best_val_acc']:.3f}")
-    click.echo(f"signature {'reproduced' if sig['holds'] else 'NOT reproduced'} "
-               f"in {results['seconds']:.0f} s")
-    _write_lab_report(out, results, {"grokking": plots.grokking_curves})
+    _finish(out, results, {"grokking": plots.grokking_curves})
     return 0
 
 
@@ -282,7 +285,5 @@ def lab_scaling(data, sizes, out, backend, threads, **values):
     fit, sig = results["fit"], results["signature"]
     click.echo(f"fit: L(N) = {fit['a']:.3g} N^-{fit['alpha']:.3f} + {fit['c']:.3f}, "
                f"R² {fit['r2']:.3f}; monotonic: {sig['monotonic']}")
-    click.echo(f"signature {'reproduced' if sig['holds'] else 'NOT reproduced'} "
-               f"in {results['seconds']:.0f} s")
-    _write_lab_report(out, results, {"scaling": plots.scaling_laws})
+    _finish(out, results, {"scaling": plots.scaling_laws})
     return 0
