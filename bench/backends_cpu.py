@@ -10,7 +10,8 @@ the last ``--steps`` step times and its peak resident memory (ru_maxrss). The
 backends take turns, in a rotated order each round, so that the machine's
 noise falls on all of them; the table gives the median over rounds (and the
 range); "best" compares the fastest rounds, the ones least slowed by other
-jobs on a shared machine. MFU divides the model's matmul FLOPs per step (see
+jobs on a shared machine, and "paired" is the median over rounds of the
+ratio within a round (two runs back to back share the machine's state). MFU divides the model's matmul FLOPs per step (see
 ``shakespeare_cpu.flops_per_step``) by the step time and by the float32 matmul
 throughput NumPy reaches on this machine, measured in the same run. Numba's
 compile time (on a warm cache) is reported apart and is not in any step time.
@@ -77,18 +78,25 @@ def main() -> None:
                              peak=max(r["peak_mb"] for r in runs[name]),
                              compile=runs[name][-1]["compile_seconds"], describe=runs[name][0]["describe"])
     anchor = summary.get("torch")
-    # "best": the fastest round, i.e. the one least slowed by other jobs on a shared machine
+    # "best": the fastest round, i.e. the one least slowed by other jobs on a shared machine;
+    # "paired": the median over rounds of torch's time / this backend's in the same round
+    # (the two ran back to back, so a slow spell of the machine falls on both)
+    for name in names:
+        summary[name]["paired"] = (statistics.median(
+            t["median_ms"] / r["median_ms"] for t, r in zip(runs["torch"], runs[name]))
+            if anchor else None)
     print(f"{'backend':8} {'ms/step':>8} {'(range)':>13} {'tokens/s':>9} {'vs torch':>8} "
-          f"{'best':>6} {'MFU':>6} {'peak MB':>8} {'vs torch':>8} {'compile s':>9}")
+          f"{'best':>6} {'paired':>6} {'MFU':>6} {'peak MB':>8} {'vs torch':>8} {'compile s':>9}")
     for name, s in summary.items():
         tokens = first["tokens_per_step"] * 1e3 / s["ms"]
         mfu = flops / (s["ms"] / 1e3) / (gflops * 1e9)
         speed = f"{anchor['ms'] / s['ms']:.2f}x" if anchor else "-"
         best = f"{anchor['lo'] / s['lo']:.2f}x" if anchor else "-"
+        paired = f"{s['paired']:.2f}x" if anchor else "-"
         memory = f"{s['peak'] / anchor['peak']:.2f}x" if anchor else "-"
         compile_s = f"{s['compile']:.2f}" if s["compile"] is not None else "-"
         print(f"{name:8} {s['ms']:8.1f} {s['lo']:6.1f}-{s['hi']:<6.1f} {tokens:9.0f} {speed:>8} "
-              f"{best:>6} {100 * mfu:5.1f}% {s['peak']:8.0f} {memory:>8} {compile_s:>9}")
+              f"{best:>6} {paired:>6} {100 * mfu:5.1f}% {s['peak']:8.0f} {memory:>8} {compile_s:>9}")
     for name, s in summary.items():
         print(f"  {name}: {s['describe']}")
 
