@@ -129,7 +129,7 @@ def clip_grad_norm(params, max_norm: float):
     params = [p for p in params if p.grad is not None]
     if not params:
         return xp.zeros(())
-    total = xp.sqrt(sum((p.grad * p.grad).sum() for p in params))
+    total = xp.sqrt(sum(xp.vdot(p.grad, p.grad) for p in params))      # vdot: no g*g temporary
     if max_norm > 0:
         scale = xp.minimum(1.0, max_norm / (total + 1e-6)).astype(params[0].grad.dtype)
         for p in params:
