@@ -185,7 +185,7 @@ def lab_induction(out, backend, threads, **values):
 
     \b
     Example:
-      tinylm lab induction --out lab/induction          # ~3 min on 2 CPU cores
+      tinylm lab induction --out lab/induction          # ~2 min on 2 CPU cores
     """
     from tinylm.lab import plots
     from tinylm.lab.induction import InductionConfig, run_induction
@@ -218,7 +218,7 @@ def lab_grokking(out, backend, threads, **values):
 
     \b
     Example:
-      tinylm lab grokking --out lab/grokking             # ~5 min on 2 CPU cores
+      tinylm lab grokking --out lab/grokking             # ~2 min on 2 CPU cores
       tinylm lab grokking --backend cupy --out lab/grokking-gpu
     """
     from tinylm.lab import plots
@@ -255,7 +255,7 @@ def lab_scaling(data, sizes, out, backend, threads, **values):
 
     \b
     Example:
-      tinylm lab scaling --out lab/scaling               # ~6 min on 2 CPU cores
+      tinylm lab scaling --out lab/scaling               # ~3 min on 2 CPU cores
       tinylm lab scaling --backend cupy --max-iters 4000
     """
     from tinylm.lab import plots
