@@ -46,6 +46,12 @@ def _write_lab_report(out, results: dict, figures: dict) -> None:
         click.echo(f"wrote {path}")
 
 
+def _announce(experiment: str, cfg, describe) -> "LabProgress":
+    """Print the resolved config and backend; the progress printer for cfg.max_iters steps."""
+    echo_err(f"{experiment}: {json.dumps(asdict(cfg))}; backend {backends.current().name}")
+    return LabProgress(cfg.max_iters, describe)
+
+
 def _finish(out, results: dict, figures: dict) -> None:
     """Whether the experiment's signature held, then results.json and the figures."""
     held = "reproduced" if results["signature"]["holds"] else "NOT reproduced"
@@ -192,8 +198,7 @@ def lab_induction(out, backend, threads, **values):
 
     activate_backend(backend, threads)
     cfg = InductionConfig(**{k: v for k, v in values.items() if v is not None})
-    echo_err(f"induction: {json.dumps(asdict(cfg))}; backend {backends.current().name}")
-    progress = LabProgress(cfg.max_iters, lambda e: (
+    progress = _announce("induction", cfg, lambda e: (
         f"{e['n_layer']}-layer | random-token loss {e['random_loss']:.3f} | copied-token loss "
         f"{e['copied_loss']:.3f} | best last-layer induction score {max(e['induction_scores'][-1]):.2f}"))
     results = run_induction(cfg, progress)
@@ -227,8 +232,7 @@ def lab_grokking(out, backend, threads, **values):
     activate_backend(backend, threads)
     defaults = GPU_DEFAULTS if backends.current().name == "cupy" else {}
     cfg = GrokkingConfig(**{**defaults, **{k: v for k, v in values.items() if v is not None}})
-    echo_err(f"grokking: {json.dumps(asdict(cfg))}; backend {backends.current().name}")
-    progress = LabProgress(cfg.max_iters, lambda e: (
+    progress = _announce("grokking", cfg, lambda e: (
         f"weight decay {e['weight_decay']:g} | train acc {e['train_acc']:.3f} | "
         f"val acc {e['val_acc']:.3f} | val loss {e['val_loss']:.3f}"))
     results = run_grokking(cfg, progress)
