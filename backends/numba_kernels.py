@@ -16,7 +16,6 @@ per-chunk partials that are added up afterwards, in a fixed order).
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numba
@@ -211,16 +210,12 @@ def gelu_backward(dy, x, dx):
 # as cheaply as S: a softmax over keys s is then a running max and sum over
 # rows, each an elementwise update of all queries t >= s at once, which
 # vectorises (a sum along a row would be a chain of dependent adds).
-# Each (b, h) is a small product that BLAS runs on one core, so the cores are
-# used by splitting the batch: NumbaKernels runs the products and these
-# kernels for each slice of the batch in its own thread. The kernels are
-# therefore serial, and release the GIL (nogil) so that the threads overlap.
-@njit(nogil=True, **_SERIAL_JIT)
+@njit(**_JIT)
 def attention_softmax_forward(ST, scale):
     """ST (B, H, T, T) = k q^T, in place -> P^T: P^T[s, t] = softmax_s(S[t, :] * scale)[s] for s <= t, else 0."""
     B, H, T, _ = ST.shape
     f = ST.dtype.type
-    for bh in range(B * H):
+    for bh in prange(B * H):  # each (b, h) owns ST[b, h]
         b, h = bh // H, bh % H
         smax = np.full(T, -np.inf, dtype=ST.dtype)
         total = np.zeros(T, dtype=ST.dtype)
@@ -244,11 +239,11 @@ def attention_softmax_forward(ST, scale):
 
 
 # dS = P ⊙ (dP - rowsum(dP ⊙ P)) * scale, computed on the transposes
-@njit(nogil=True, **_SERIAL_JIT)
+@njit(**_JIT)
 def attention_softmax_backward(dPT, PT, scale):
     """dPT = v dy^T (B, H, T, T), in place -> dS^T."""
     B, H, T, _ = PT.shape
-    for bh in range(B * H):
+    for bh in prange(B * H):  # each (b, h) owns dPT[b, h]
         b, h = bh // H, bh % H
         rowsum = np.zeros(T, dtype=PT.dtype)
         for s in range(T):
@@ -338,7 +333,6 @@ class NumbaKernels(NumpyKernels):
 
     def __init__(self):
         super().__init__(np)
-        self._pool: ThreadPoolExecutor | None = None  # attention's threads, made on first use
 
     def softmax_xent_forward(self, logits, targets, ignore_index):
         z = _rows(logits, logits.shape[-1])                                # (N, V)
@@ -399,54 +393,22 @@ class NumbaKernels(NumpyKernels):
             gelu_backward(dy1, x1, dx)
         return dx.reshape(x.shape)
 
-    def _over_batch(self, work, B: int) -> None:
-        """work(lo, hi) for contiguous slices of the batch 0..B, one per thread, concurrently."""
-        n = min(numba.get_num_threads(), B)
-        bounds = [B * i // n for i in range(n + 1)]
-        if n == 1:
-            return work(0, B)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(numba.config.NUMBA_NUM_THREADS, "tinylm-attention")
-        futures = [self._pool.submit(work, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-        work(bounds[0], bounds[1])                                        # this thread's share
-        for future in futures:
-            future.result()
-
     # S^T = k q^T;  P^T = softmax (kernel);  y = (P^T)^T v
     def attention_forward(self, q, k, v, scale):
         """q, k, v (B, H, T, D) -> (y (B, H, T, D), P^T (B, H, T, T))."""
         B, H, T, D = q.shape
-        dtype = np.result_type(q, k, v)
-        PT = np.empty((B, H, T, T), dtype=dtype)                          # keys x queries
+        PT = k @ q.swapaxes(-1, -2)                                       # (B, H, T, T), keys x queries
+        attention_softmax_forward(PT, PT.dtype.type(scale))
         # y laid out (B, T, H, D) in memory: merging the heads afterwards is then free
-        y = np.empty((B, T, H, D), dtype=dtype).transpose(0, 2, 1, 3)
-        scale = dtype.type(scale)
-
-        def work(lo, hi):
-            b = slice(lo, hi)
-            np.matmul(k[b], q[b].swapaxes(-1, -2), out=PT[b])
-            attention_softmax_forward(PT[b], scale)
-            np.matmul(PT[b].swapaxes(-1, -2), v[b], out=y[b])
-        self._over_batch(work, B)
-        return y, PT
+        y = np.empty((B, T, H, D), dtype=np.result_type(PT, v)).transpose(0, 2, 1, 3)
+        return np.matmul(PT.swapaxes(-1, -2), v, out=y), PT
 
     # dv = P^T dy;  dP^T = v dy^T;  dS^T (kernel);  dq = (dS^T)^T k;  dk = dS^T q
     def attention_backward(self, dy, q, k, v, PT, scale):
-        B, H, T, D = q.shape
-        dtype = PT.dtype
-        dq, dk, dv = (np.empty((B, H, T, D), dtype=dtype) for _ in range(3))
-        dST = np.empty_like(PT)
-        scale = dtype.type(scale)
-
-        def work(lo, hi):
-            b = slice(lo, hi)
-            np.matmul(PT[b], dy[b], out=dv[b])
-            np.matmul(v[b], dy[b].swapaxes(-1, -2), out=dST[b])
-            attention_softmax_backward(dST[b], PT[b], scale)
-            np.matmul(dST[b].swapaxes(-1, -2), k[b], out=dq[b])
-            np.matmul(dST[b], q[b], out=dk[b])
-        self._over_batch(work, B)
-        return dq, dk, dv
+        dv = PT @ dy
+        dST = v @ dy.swapaxes(-1, -2)                                     # (B, H, T, T)
+        attention_softmax_backward(dST, PT, PT.dtype.type(scale))
+        return dST.swapaxes(-1, -2) @ k, dST @ q, dv
 
     def embedding_backward(self, dy, idx, vocab_size):
         dy2 = _rows(dy, dy.shape[-1])                                      # (N, C)
