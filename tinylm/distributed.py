@@ -31,6 +31,7 @@ from tinylm.errors import ConfigError, DistributedError, TinyLMError
 
 MPI_INSTALL_HINT = "pip install 'tinylm[mpi]' (mpi4py and MPICH), or mpi4py against your cluster's MPI"
 RANK_SEED_STRIDE = 1000  # seed + 1 and seed + 2 are the evaluation streams (train.estimate_loss)
+ABORT_GRACE_S = 0.2  # after the last words of a failing rank, before MPI_Abort ends the job
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -105,8 +106,7 @@ class Communicator:
         except KeyboardInterrupt:
             self.abort(f"{where}: interrupted", 130)
         except Exception as exc:  # a bug: keep the traceback, then stop every rank
-            traceback.print_exc()
-            self.abort(f"error: {where}: {type(exc).__name__}: {exc}", 1)
+            self.abort(f"{traceback.format_exc()}error: {where}: {type(exc).__name__}: {exc}", 1)
 
     def describe(self, cfg) -> str:
         """The job in one line: ranks, library, and the sequences each optimizer step sees."""
@@ -172,7 +172,11 @@ class MPICommunicator(Communicator):
                 time.sleep(1e-3)
 
     def abort(self, message: str, exit_code: int) -> None:
-        print(message, file=sys.stderr, flush=True)
+        # One write, then a moment for the launcher to forward it: MPI_Abort kills
+        # every rank at once, and output still in the launcher's pipes can be lost.
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(exit_code)  # asks the launcher to end every rank
         os._exit(exit_code)  # MPI_Abort may return (e.g. once a peer has finalized)
 
