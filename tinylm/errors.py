@@ -2,8 +2,11 @@
 
 The CLI turns each into one line on stderr: usage errors (bad config, bad
 option) exit with code 2, runtime errors (data, checkpoint, backend) with 1.
-Internal invariants use ``assert``; these are for the user's mistakes.
+Internal invariants use ``assert``; these are for the user's mistakes. The two
+checks every config dataclass makes are here too, so their messages read the same.
 """
+
+from dataclasses import fields
 
 
 class TinyLMError(Exception):
@@ -40,3 +43,20 @@ class DistributedError(TinyLMError):
 
 class ResourceError(TinyLMError):
     """A run would need more memory (or disk) than the machine has; says what to shrink."""
+
+
+def require_positive_ints(config, names) -> None:
+    """ConfigError unless each named field of ``config`` is an int > 0 (a bool is not an int here)."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def from_known_fields(cls, d: dict, what: str):
+    """``cls(**d)`` for a config dataclass, with ConfigError naming any field it does not have."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} config field(s) {unknown}; known: {sorted(known)}")
+    return cls(**d)

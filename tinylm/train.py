@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
@@ -21,7 +21,7 @@ from tinylm import backends
 from tinylm.data import BatchSampler
 from tinylm.divergence import DivergenceWatch
 from tinylm.distributed import Communicator, SingleProcess
-from tinylm.errors import ConfigError
+from tinylm.errors import ConfigError, from_known_fields, require_positive_ints
 from tinylm.nn import Module
 from tinylm.optim import AdamW, clip_grad_norm, cosine_lr
 from tinylm.tensor import no_grad
@@ -48,10 +48,7 @@ class TrainConfig:
     def __post_init__(self):
         positive = ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters",
                     "log_interval")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        require_positive_ints(self, positive)
         for name in ("warmup_iters", "lr_decay_iters", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -82,11 +79,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown training config field(s) {unknown}")
-        return cls(**d)
+        return from_known_fields(cls, d, "training")
 
 
 def make_optimizer(model: Module, cfg: TrainConfig) -> AdamW:

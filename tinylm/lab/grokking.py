@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from tinylm import backends
-from tinylm.errors import ConfigError
+from tinylm.errors import ConfigError, require_positive_ints
 from tinylm.models import GPT, GPTConfig
 from tinylm.optim import AdamW
 from tinylm.tensor import no_grad
@@ -46,10 +46,7 @@ class GrokkingConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("p", "n_head", "n_embd", "max_iters", "eval_interval"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        require_positive_ints(self, ("p", "n_head", "n_embd", "max_iters", "eval_interval"))
         if self.p < 3:
             raise ConfigError(f"p must be at least 3, got {self.p}")
         if not 0.0 < self.train_fraction < 1.0:

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from tinylm import backends, ops
-from tinylm.errors import ConfigError
+from tinylm.errors import ConfigError, require_positive_ints
 from tinylm.lab.heads import attention_patterns, token_losses
 from tinylm.models.gpt import CausalSelfAttention, GPTConfig
 from tinylm.nn import Embedding, LayerNorm, Linear, Module
@@ -152,11 +152,9 @@ class InductionConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("n_layer", "n_head", "n_embd", "vocab_size", "seq_len", "min_copy",
-                     "max_copy", "batch_size", "max_iters", "eval_interval", "eval_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        require_positive_ints(self, ("n_layer", "n_head", "n_embd", "vocab_size", "seq_len",
+                                     "min_copy", "max_copy", "batch_size", "max_iters",
+                                     "eval_interval", "eval_size"))
         if not self.min_copy <= self.max_copy <= (self.seq_len + 1) // 2:
             raise ConfigError(f"need min_copy <= max_copy <= (seq_len + 1) // 2 = "
                               f"{(self.seq_len + 1) // 2}, got {self.min_copy}, {self.max_copy}")

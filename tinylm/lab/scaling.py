@@ -22,10 +22,10 @@ import numpy as np
 
 from tinylm import backends
 from tinylm.data import Corpus, split_ids
-from tinylm.errors import ConfigError, DataError
+from tinylm.errors import ConfigError, DataError, require_positive_ints
 from tinylm.models import GPT, GPTConfig
 from tinylm.tokenizers import CharTokenizer
-from tinylm.train import TrainConfig, estimate_loss, new_state, train
+from tinylm.train import TrainConfig, new_state, train
 
 # (name, n_layer, n_head, n_embd): about 140x in non-embedding parameters, smallest to largest.
 CPU_LADDER = (("L1-d16", 1, 2, 16), ("L2-d32", 2, 2, 32), ("L2-d48", 2, 4, 48),
@@ -45,10 +45,7 @@ class ScalingConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("block_size", "batch_size", "max_iters", "eval_iters"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        require_positive_ints(self, ("block_size", "batch_size", "max_iters", "eval_iters"))
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
 

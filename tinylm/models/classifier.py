@@ -19,12 +19,12 @@ the kept positions only, so a text gets the same logits whatever it is batched w
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from tinylm import backends, ops
-from tinylm.errors import ConfigError
+from tinylm.errors import ConfigError, from_known_fields
 from tinylm.nn import Dropout, Linear, Module
 from tinylm.tensor import Tensor
 
@@ -115,11 +115,7 @@ class ClassifierConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClassifierConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown classifier config field(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return from_known_fields(cls, d, "classifier")
 
 
 class SequenceClassifier(Module):

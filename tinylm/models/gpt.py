@@ -8,12 +8,12 @@ embedding). Names follow nanoGPT/GPT-2 so readers can cross-reference.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from tinylm import backends, ops
-from tinylm.errors import ConfigError
+from tinylm.errors import ConfigError, from_known_fields, require_positive_ints
 from tinylm.nn import Dropout, Embedding, LayerNorm, Linear, Module
 from tinylm.tensor import Tensor, no_grad
 
@@ -29,10 +29,7 @@ class GPTConfig:
     bias: bool = True         # biases in Linear layers (LayerNorm always has them)
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        require_positive_ints(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                               f"try n_embd {self.n_head * max(1, round(self.n_embd / self.n_head))}")
@@ -44,11 +41,7 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown GPT config field(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return from_known_fields(cls, d, "GPT")
 
 
 class KVCache:
