@@ -197,13 +197,24 @@ class BatchSampler:
         """Continue from a ``state()`` snapshot; a malformed one raises ``CheckpointError``."""
         try:
             generator_state = state["bit_generator"]
-            if generator_state.get("bit_generator") != "PCG64":
-                raise ValueError(f"expected a PCG64 state, got {generator_state.get('bit_generator')!r}")
-            bit_generator = np.random.PCG64()
-            bit_generator.state = generator_state
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError) as e:
             raise CheckpointError(f"invalid batch sampler state in checkpoint: {e}") from None
-        self._rng = np.random.Generator(bit_generator)
+        self._rng = generator_from_state(generator_state, "batch sampler")
+
+
+def generator_from_state(state, what: str) -> np.random.Generator:
+    """A PCG64 generator continuing from a ``bit_generator.state`` snapshot saved in a checkpoint.
+
+    A malformed snapshot raises ``CheckpointError`` naming ``what`` it belonged to.
+    """
+    try:
+        if state.get("bit_generator") != "PCG64":
+            raise ValueError(f"expected a PCG64 state, got {state.get('bit_generator')!r}")
+        bit_generator = np.random.PCG64()
+        bit_generator.state = state
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"invalid {what} state in checkpoint: {e}") from None
+    return np.random.Generator(bit_generator)
 
 
 def unigram_entropy(ids: np.ndarray, vocab_size: int) -> float:
