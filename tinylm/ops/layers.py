@@ -90,7 +90,7 @@ def causal_self_attention(qkv: Tensor, n_head: int) -> Tensor:
     B, T, C3 = qkv.shape
     if C3 % (3 * n_head):
         raise ValueError(f"qkv's last axis ({C3}) must be 3 x n_head ({n_head}) x head size")
-    C, xp_ = C3 // 3, xp()
+    C = C3 // 3
     D = C // n_head
     heads = qkv.data.reshape(B, T, 3, n_head, D)                      # (B, T, 3, H, D), a view
     q, k, v = (heads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # 3 x (B, H, T, D) views
@@ -101,7 +101,7 @@ def causal_self_attention(qkv: Tensor, n_head: int) -> Tensor:
     def vjp(g):
         dy = g.reshape(B, T, n_head, D).transpose(0, 2, 1, 3)         # (B, H, T, D)
         dq, dk, dv = kern.attention_backward(dy, q, k, v, saved, scale)
-        dqkv = xp_.stack([d.transpose(0, 2, 1, 3) for d in (dq, dk, dv)], axis=2)  # (B, T, 3, H, D)
+        dqkv = xp().stack([d.transpose(0, 2, 1, 3) for d in (dq, dk, dv)], axis=2)  # (B, T, 3, H, D)
         return (dqkv.reshape(B, T, C3),)
     return Tensor._result(y.transpose(0, 2, 1, 3).reshape(B, T, C), (qkv,), vjp,
                           "causal_self_attention")
