@@ -35,7 +35,7 @@ def worker(args) -> None:
     import numpy as np
 
     from tinylm import backends
-    from tinylm.cli import resolve_config
+    from tinylm.config import resolve_config
     from tinylm.distributed import connect, replicate
     from tinylm.run import new_run
     from tinylm.train import train

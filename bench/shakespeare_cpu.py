@@ -40,7 +40,7 @@ def check_data(path) -> Path:
 
 def configs(iters: int, eval_interval: int, eval_iters: int):
     """(model fields, TrainConfig) of ``tinylm train --preset cpu`` for ``iters`` steps."""
-    from tinylm.cli import resolve_config
+    from tinylm.config import resolve_config
 
     return resolve_config("cpu", {}, {"max_iters": iters, "eval_interval": eval_interval,
                                       "eval_iters": eval_iters, "log_interval": 1})

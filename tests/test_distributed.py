@@ -21,7 +21,8 @@ from click.testing import CliRunner
 
 from tinylm import backends
 from tinylm.checkpoint import load_checkpoint
-from tinylm.cli import cli, resolve_config
+from tinylm.cli import cli
+from tinylm.config import resolve_config
 from tinylm.data import BatchSampler
 from tinylm.distributed import Communicator, SingleProcess, _flatten, rank_seed, replicate
 from tinylm.errors import ConfigError

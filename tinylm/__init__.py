@@ -6,7 +6,17 @@ The reference is plain NumPy: ``Tensor`` (tensor.py) records operations,
 a few fused kernels, so the same code runs on Numba or a GPU.
 """
 
-from tinylm import ops  # noqa: F401  (installs Tensor's operators)
+from pathlib import Path as _Path
+
+# In a source checkout, backends/ and cli.py sit beside tinylm/ and an install maps
+# them into the package (pyproject.toml, package-dir). Without an install, let this
+# package find them where they are, so `import tinylm` works in a plain clone.
+_root = _Path(__file__).resolve().parent.parent
+if not (_Path(__file__).parent / "backends").is_dir() and (_root / "backends" / "base.py").is_file():
+    __path__.append(str(_root))  # noqa: F821  (a package's __path__)
+del _root
+
+from tinylm import ops  # noqa: F401,E402  (installs Tensor's operators)
 from tinylm.errors import (BackendUnavailable, CheckpointError, ConfigError, DataError,
                            TinyLMError, TrainingDiverged)
 from tinylm.models import GPT, GPTConfig
