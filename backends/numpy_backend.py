@@ -35,7 +35,7 @@ class NumpyKernels:
 
     def __init__(self, xp=np):
         self.xp = xp
-        self._causal_masks: dict[int, object] = {}
+        self._causal_mask = xp.zeros((0, 0), dtype=xp.float32)
 
     # -- cross-entropy --------------------------------------------------------
     # loss = mean_i (logsumexp(z_i) - z_i[t_i]) over rows with t_i != ignore_index
@@ -113,22 +113,26 @@ class NumpyKernels:
         return dx
 
     # -- causal self-attention ------------------------------------------------
-    def causal_mask(self, T):
-        """(T, T) additive mask: 0 where key s <= query t, -inf after it."""
-        if T not in self._causal_masks:
+    def causal_mask(self, n_queries, n_keys):
+        """(n_queries, n_keys) additive mask for queries at the last n_queries of n_keys positions:
+        0 where key s <= the query's position, -inf after it."""
+        if self._causal_mask.shape[1] < n_keys:  # one mask, grown as needed; smaller ones are its corners
             xp = self.xp
-            upper = xp.triu(xp.ones((T, T), dtype=bool), k=1)
-            self._causal_masks[T] = xp.where(upper, -xp.inf, 0.0).astype(xp.float32)
-        return self._causal_masks[T]
+            upper = xp.triu(xp.ones((n_keys, n_keys), dtype=bool), k=1)
+            self._causal_mask = xp.where(upper, -xp.inf, 0.0).astype(xp.float32)
+        return self._causal_mask[n_keys - n_queries:n_keys, :n_keys]
 
     # S = q k^T * scale + mask;  P = softmax(S);  y = P v
     def attention_forward(self, q, k, v, scale):
-        """q, k, v (B, H, T, D) -> (y (B, H, T, D), P (B, H, T, T))."""
+        """q (B, H, Tq, D), k, v (B, H, Tk, D) -> (y (B, H, Tq, D), P (B, H, Tq, Tk)).
+
+        Query i sits at position Tk - Tq + i: in training Tq = Tk; with a KV cache
+        the new queries follow the cached keys.
+        """
         xp = self.xp
-        T = q.shape[-2]
-        att = q @ k.swapaxes(-1, -2)                                  # (B, H, T, T)
+        att = q @ k.swapaxes(-1, -2)                                  # (B, H, Tq, Tk)
         att *= scale
-        att += self.causal_mask(T).astype(att.dtype, copy=False)
+        att += self.causal_mask(q.shape[-2], k.shape[-2]).astype(att.dtype, copy=False)
         att -= att.max(axis=-1, keepdims=True)
         xp.exp(att, out=att)
         att /= att.sum(axis=-1, keepdims=True)

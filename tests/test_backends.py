@@ -78,8 +78,10 @@ def gelu_backward(k, put, s):
 
 def _attention(k, put, s):
     # scores up to ~ +-30: sharp, nearly one-hot rows, but not so large that an
-    # ulp of a product flips which key wins (the backends' BLAS calls differ)
-    q, kk, v, dy = (put(s.normal((s.B, s.H, s.T, s.D)) * m) for m in (s.sharp, s.sharp, 1, 1))
+    # ulp of a product flips which key wins (the backends' BLAS calls differ);
+    # s.past cached keys before the T queries (a KV cache), 0 in training
+    q, dy = (put(s.normal((s.B, s.H, s.T, s.D)) * m) for m in (s.sharp, 1))
+    kk, v = (put(s.normal((s.B, s.H, s.past + s.T, s.D)) * m) for m in (s.sharp, 1))
     y, saved = k.attention_forward(q, kk, v, s.scale)
     return (y,), (dy, q, kk, v, saved, s.scale)
 
@@ -118,9 +120,9 @@ CASES = {
 class Sizes:
     """The drawn sizes and values of one example: a seeded generator and the shapes."""
 
-    def __init__(self, dtype, seed, B, H, T, D, C, V, magnitude):
+    def __init__(self, dtype, seed, B, H, T, D, C, V, magnitude, past=0):
         self.dtype, self.seed = dtype, seed
-        self.B, self.H, self.T, self.D, self.C, self.V = B, H, T, D, C, V
+        self.B, self.H, self.T, self.D, self.C, self.V, self.past = B, H, T, D, C, V, past
         self.N = B * T
         self.magnitude = magnitude
         self.sharp = min(magnitude, 3.0)
@@ -135,7 +137,7 @@ class Sizes:
         return self.rng.standard_normal(shape).astype(self.dtype)
 
     def __repr__(self):
-        return (f"B={self.B} H={self.H} T={self.T} D={self.D} C={self.C} V={self.V} "
+        return (f"B={self.B} H={self.H} T={self.T} past={self.past} D={self.D} C={self.C} V={self.V} "
                 f"magnitude={self.magnitude:g} {self.dtype}")
 
 
@@ -167,7 +169,7 @@ sizes = st.builds(
     B=st.integers(1, 3), H=st.integers(1, 3),
     T=st.sampled_from([1, 2, 5, 17, 64]), D=st.sampled_from([1, 3, 8, 16]),
     C=st.sampled_from([1, 7, 33, 128]), V=st.sampled_from([1, 5, 65]),
-    magnitude=st.sampled_from([1.0, 30.0, 1e3]))
+    magnitude=st.sampled_from([1.0, 30.0, 1e3]), past=st.sampled_from([0, 0, 1, 6]))
 
 
 @pytest.mark.parametrize("name", OTHERS)

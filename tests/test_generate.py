@@ -12,6 +12,7 @@ from tinylm.cli import cli
 from tinylm.errors import ConfigError
 from tinylm.generate import (KVCacheContext, RecomputeContext, RepetitionControl, Sampling, TextStream,
                              context_start, generate, generate_text, sample_next)
+from tinylm.kvcache import forward_step, new_cache
 from tinylm.models import GPT, GPTConfig
 from tinylm.tensor import no_grad
 from tinylm.tokenizers import CharTokenizer
@@ -32,11 +33,11 @@ def test_forward_step_gives_forwards_logits_whatever_the_chunks(chunks):
     idx = np.random.default_rng(0).integers(0, CONFIG.vocab_size, (2, CONFIG.block_size))
     with no_grad():
         full, _ = model(idx)
-    cache, t, pieces = model.new_cache(batch_size=2), 0, []
+    cache, t, pieces = new_cache(model, batch_size=2), 0, []
     for n in chunks:
         n = min(n, CONFIG.block_size - t)
         if n:
-            pieces.append(model.forward_step(idx[:, t:t + n], cache))
+            pieces.append(forward_step(model, idx[:, t:t + n], cache))
             t += n
     assert cache.length == t
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full.data[:, :t], atol=1e-12)
@@ -47,8 +48,8 @@ def test_forward_step_matches_on_every_backend(backend):
     idx = np.arange(10)[None, :] % CONFIG.vocab_size
     with no_grad():
         full, _ = model(idx)
-    cache = model.new_cache()
-    steps = [model.forward_step(idx[:, :4], cache)] + [model.forward_step(idx[:, t:t + 1], cache)
+    cache = new_cache(model)
+    steps = [forward_step(model, idx[:, :4], cache)] + [forward_step(model, idx[:, t:t + 1], cache)
                                                          for t in range(4, 10)]
     got = backend.to_host(backend.xp.concatenate(steps, axis=1))
     np.testing.assert_allclose(got, backend.to_host(full.data), atol=2e-5)
@@ -56,12 +57,12 @@ def test_forward_step_matches_on_every_backend(backend):
 
 def test_forward_step_refuses_to_overflow_the_cache():
     model = small_gpt()
-    cache = model.new_cache()
-    model.forward_step(np.zeros((1, 12), dtype=np.int64), cache)
+    cache = new_cache(model)
+    forward_step(model, np.zeros((1, 12), dtype=np.int64), cache)
     with pytest.raises(ValueError, match="exceed block_size 12"):
-        model.forward_step(np.zeros((1, 1), dtype=np.int64), cache)
+        forward_step(model, np.zeros((1, 1), dtype=np.int64), cache)
     cache.clear()
-    assert model.forward_step(np.zeros((1, 1), dtype=np.int64), cache).shape == (1, 1, 40)
+    assert forward_step(model, np.zeros((1, 1), dtype=np.int64), cache).shape == (1, 1, 40)
 
 
 def test_the_window_grows_then_restarts_on_the_last_half():

@@ -16,6 +16,7 @@ from tinylm.cli import cli
 from tinylm.data import Corpus
 from tinylm.lab.grokking import GrokkingConfig, modular_addition, run_grokking
 from tinylm.lab.heads import ablation_table, attention_patterns, token_losses
+from tinylm.lab.hooks import hooked, replacing_heads
 from tinylm.lab.induction import (InductionConfig, induction_scores, previous_token_scores,
                                   region_masks, repeated_sequences, run_induction)
 from tinylm.lab.scaling import ScalingConfig, fit_power_law, run_scaling
@@ -42,17 +43,37 @@ def test_attention_patterns_are_causal_distributions(backend):
         assert np.all(np.triu(p, k=1) == 0)
 
 
-def test_head_mask_of_ones_changes_nothing_and_zero_ablation_does():
+def test_a_hook_keeping_every_head_changes_nothing_and_zero_ablation_does():
     model = tiny_gpt()
     x = np.random.default_rng(1).integers(0, 11, size=(2, 8))
     before = model(x)[0].numpy()
     attn = model.blocks[1].attn
-    attn.head_mask, attn.head_fill = np.ones((2, 1), np.float32), np.zeros((2, 4), np.float32)
+    with hooked([attn], [replacing_heads(np.ones((2, 1), np.float32), np.zeros((2, 4), np.float32))]):
+        np.testing.assert_array_equal(model(x)[0].numpy(), before)
+    with hooked([attn], [replacing_heads(np.array([[1.0], [0.0]], np.float32), np.zeros((2, 4), np.float32))]):
+        assert np.abs(model(x)[0].numpy() - before).max() > 1e-6
+    assert attn.hook is None
     np.testing.assert_array_equal(model(x)[0].numpy(), before)
-    attn.head_mask = np.array([1.0, 0.0], np.float32).reshape(2, 1)
-    assert np.abs(model(x)[0].numpy() - before).max() > 1e-6
-    attn.head_mask = attn.head_fill = None
-    np.testing.assert_array_equal(model(x)[0].numpy(), before)
+
+
+def test_the_recorded_pattern_is_the_reference_softmax_and_the_hook_goes_even_on_error():
+    model = tiny_gpt()
+    idx = np.random.default_rng(3).integers(0, 11, size=(1, 8))
+    attn, seen = model.blocks[0].attn, []
+    with hooked([attn], [lambda qkv, y: seen.append(qkv.numpy()) or y]):
+        model(idx)
+    q, k, _ = seen[0].reshape(1, 8, 3, 2, 4).transpose(2, 0, 3, 1, 4)   # (B, H, T, D)
+    s = q @ k.swapaxes(-1, -2) / 2.0 + np.triu(np.full((8, 8), -np.inf), 1)
+    want = np.exp(s - s.max(-1, keepdims=True))
+    np.testing.assert_allclose(attention_patterns(model, idx)[0], want / want.sum(-1, keepdims=True),
+                               rtol=1e-5, atol=1e-7)
+    with pytest.raises(RuntimeError), hooked([attn], [_failing_hook]):
+        model(idx)
+    assert attn.hook is None
+
+
+def _failing_hook(qkv, y):
+    raise RuntimeError("a failing hook")
 
 
 @pytest.mark.parametrize("mode", ["zero", "mean"])
@@ -64,7 +85,7 @@ def test_ablation_table_has_one_entry_per_head_and_restores_the_model(mode):
     table = ablation_table(model, batches, mode)
     assert table["delta"].shape == (2, 2) and np.any(table["delta"] != 0)
     assert table["base_loss"] == pytest.approx(base)
-    assert all(b.attn.head_mask is None and b.attn.head_fill is None for b in model.blocks)
+    assert all(b.attn.hook is None for b in model.blocks)
 
 
 # --------------------------------------------------------------------------- induction

@@ -153,8 +153,9 @@ def test_check_vjp_finds_a_wrong_kernel_inside_a_whole_gpt(monkeypatch):
 
 # ---- leaky masks and other broken properties -------------------------------------------------
 
-def leaky_causal_mask(self, T):  # key t+1 visible to query t
-    return np.where(np.triu(np.ones((T, T), dtype=bool), k=2), -np.inf, 0.0).astype(np.float32)
+def leaky_causal_mask(self, n_queries, n_keys):  # key t+1 visible to query t
+    blocked = np.triu(np.ones((n_keys, n_keys), dtype=bool), k=2)[n_keys - n_queries:]
+    return np.where(blocked, -np.inf, 0.0).astype(np.float32)
 
 
 def attention(x, T_mask=None):

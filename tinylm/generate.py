@@ -1,7 +1,7 @@
 """Autoregressive text generation: predict, adjust, sample, append, repeat.
 
     logits of the next token     KVCacheContext: only the new token runs through the model,
-                                 attending over cached keys/values (GPT.forward_step);
+                                 attending over cached keys/values (tinylm.kvcache);
                                  RecomputeContext: the whole context runs again (the reference)
     -> repetition penalty, no-repeat n-grams                       (RepetitionControl)
     -> temperature, top-k, top-p (nucleus), then one draw          (sample_next)
@@ -27,6 +27,8 @@ import numpy as np
 
 from tinylm import backends
 from tinylm.errors import ConfigError
+from tinylm.kvcache import forward_step, new_cache
+from tinylm.models.gpt import GPT
 from tinylm.tensor import no_grad
 
 
@@ -153,12 +155,12 @@ class KVCacheContext:
     """Next-token logits with a KV cache: only tokens not yet in the cache run through the model."""
 
     def __init__(self, model):
-        if not hasattr(model, "forward_step"):
+        if not isinstance(model, GPT):
             kind = getattr(model, "model_type", type(model).__name__)
             raise ConfigError(f"this is a {kind!r} model, which does not generate text left to "
                               "right; sample from a GPT checkpoint")
         self.model, self.start = model.eval(), 0
-        self.cache = model.new_cache(batch_size=1)
+        self.cache = new_cache(model, batch_size=1)
         self.to_host = backends.current().to_host
 
     def next_logits(self, ids: list[int]) -> np.ndarray:
@@ -167,7 +169,7 @@ class KVCacheContext:
             self.start = start
             self.cache.clear()
         new = np.asarray(ids[self.start + self.cache.length:], dtype=np.int64)[None, :]  # (1, Tn)
-        logits = self.model.forward_step(new, self.cache)
+        logits = forward_step(self.model, new, self.cache)
         return self.to_host(logits[0, -1])                                   # (V,)
 
 

@@ -1,13 +1,15 @@
 """Reductionist tools: look at each attention head, and knock each one out.
 
-Both work on any model laid out like GPT (``wte``, ``wpe``, ``blocks[i].ln_1``,
-``blocks[i].attn``), including the lab's attention-only transformer.
+Both work on any model laid out like GPT (``blocks[i].attn`` a CausalSelfAttention,
+``model(idx)`` a forward pass), including the lab's attention-only transformer.
 
-- :func:`attention_patterns`: every layer's attention matrix, by running the
-  blocks one at a time and asking each block's attention for its weights.
+- :func:`attention_patterns`: every layer's attention matrix, recorded in one
+  forward pass.
 - :func:`ablation_table`: the validation-loss change when one head's output is
   replaced by zero (zero-ablation) or by its mean over the data (mean-ablation),
-  for every layer x head, through the attention module's ``head_mask``.
+  for every layer x head.
+
+Both go through the attention modules' documented hook (tinylm/lab/hooks.py).
 """
 
 from __future__ import annotations
@@ -18,28 +20,24 @@ import numpy as np
 
 from tinylm import backends
 from tinylm.errors import ConfigError
+from tinylm.lab.hooks import hooked, recording_patterns, replacing_heads, summing_heads
 from tinylm.nn import Module
-from tinylm.tensor import Tensor, no_grad
+from tinylm.tensor import no_grad
 
 ABLATION_MODES = ("zero", "mean")
 
 
-def _embed(model: Module, idx) -> Tensor:
-    """The residual stream entering the first block: token + position embeddings (B, T, C)."""
-    xp = backends.current().xp
-    idx = xp.asarray(idx)
-    return model.wte(idx) + model.wpe(xp.arange(idx.shape[1]))
+def _attentions(model: Module) -> list:
+    return [block.attn for block in model.blocks]
 
 
 @no_grad()
 def attention_patterns(model: Module, idx) -> list[np.ndarray]:
     """idx (B, T) -> one host array (B, H, T, T) per layer; row t is query t's attention."""
-    to_host = backends.current().to_host
-    x, patterns = _embed(model, idx), []
-    for block in model.blocks:
-        patterns.append(np.asarray(to_host(block.attn.attention_weights(block.ln_1(x)).data)))
-        x = block(x)
-    return patterns
+    attentions, patterns = _attentions(model), []
+    with hooked(attentions, [recording_patterns(a.n_head, patterns) for a in attentions]):
+        model(backends.current().xp.asarray(idx))
+    return [np.asarray(backends.current().to_host(p)) for p in patterns]
 
 
 @no_grad()
@@ -54,19 +52,13 @@ def token_losses(model: Module, x, y) -> np.ndarray:
 @no_grad()
 def mean_head_outputs(model: Module, batches) -> list[np.ndarray]:
     """Each layer's mean head output over all batches and positions: host (H, D) per layer."""
-    to_host = backends.current().to_host
-    sums, count = [0.0] * len(model.blocks), 0
-    for xb, _ in batches:
-        x = _embed(model, xb)
-        for i, block in enumerate(model.blocks):
-            h = block.ln_1(x)
-            weights = block.attn.attention_weights(h)                    # (B, H, T, T)
-            _, _, v = block.attn._heads(h)                               # (B, H, T, D)
-            y = np.asarray(to_host((weights @ v).data))                  # head outputs (B, H, T, D)
-            sums[i] = sums[i] + y.sum(axis=(0, 2))
-            x = block(x)
-        count += xb.shape[0] * xb.shape[1]
-    return [s / count for s in sums]
+    attentions = _attentions(model)
+    totals, count = [[0.0] for _ in attentions], 0
+    with hooked(attentions, [summing_heads(a.n_head, t) for a, t in zip(attentions, totals)]):
+        for xb, _ in batches:
+            model(backends.current().xp.asarray(xb))
+            count += xb.shape[0] * xb.shape[1]
+    return [np.asarray(backends.current().to_host(t[0])) / count for t in totals]
 
 
 def _mean_loss(model: Module, batches) -> float:
@@ -96,12 +88,10 @@ def ablation_table(model: Module, batches, mode: str = "zero",
         for head in range(n_head):
             keep = np.ones((n_head, 1))
             keep[head] = 0.0
-            block.attn.head_mask = backend.from_host(keep, dtype=dtype)
-            block.attn.head_fill = backend.from_host(fills[layer].reshape(n_head, D), dtype=dtype)
-            try:
+            ablate = replacing_heads(backend.from_host(keep, dtype=dtype),
+                                     backend.from_host(fills[layer].reshape(n_head, D), dtype=dtype))
+            with hooked([block.attn], [ablate]):
                 delta[layer, head] = _mean_loss(model, batches) - base
-            finally:
-                block.attn.head_mask = block.attn.head_fill = None
             on_progress(layer * n_head + head + 1, n_layer * n_head)
     return {"base_loss": base, "delta": delta}
 

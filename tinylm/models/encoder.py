@@ -58,6 +58,13 @@ def padding_mask(keep) -> object | None:
 class SelfAttention(CausalSelfAttention):
     """GPT's multi-head attention (same c_attn, c_proj) with no causal mask."""
 
+    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v, each (B, H, T, D): the fused projection's thirds, split into heads."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(3, axis=2)                         # 3 x (B, T, C)
+        split = lambda t: t.reshape(B, T, self.n_head, C // self.n_head).transpose(0, 2, 1, 3)  # noqa: E731
+        return split(q), split(k), split(v)                               # (B, H, T, D)
+
     def forward(self, x: Tensor, blocked=None) -> Tensor:
         B, T, C = x.shape
         q, k, v = self._heads(x)                                          # (B, H, T, D)

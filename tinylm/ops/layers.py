@@ -79,6 +79,14 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return Tensor._result(y, (q, k, v), vjp, "causal_attention")
 
 
+def split_heads(qkv, n_head: int):
+    """qkv (B, T, 3C) array = [q | k | v] -> a view (3, B, H, T, D) of its heads, D = C / n_head."""
+    B, T, C3 = qkv.shape
+    if C3 % (3 * n_head):
+        raise ValueError(f"qkv's last axis ({C3}) must be 3 x n_head ({n_head}) x head size")
+    return qkv.reshape(B, T, 3, n_head, C3 // (3 * n_head)).transpose(2, 0, 3, 1, 4)
+
+
 # the same, per head: [q | k | v] = qkv split into n_head heads of D = C / n_head;  y = heads side by side
 def causal_self_attention(qkv: Tensor, n_head: int) -> Tensor:
     """qkv (B, T, 3C), the fused projection [q | k | v] -> (B, T, C), each head's output in its D columns.
@@ -88,12 +96,8 @@ def causal_self_attention(qkv: Tensor, n_head: int) -> Tensor:
     (B, T, 3C) array, instead of three zero-padded thirds summed.
     """
     B, T, C3 = qkv.shape
-    if C3 % (3 * n_head):
-        raise ValueError(f"qkv's last axis ({C3}) must be 3 x n_head ({n_head}) x head size")
-    C = C3 // 3
-    D = C // n_head
-    heads = qkv.data.reshape(B, T, 3, n_head, D)                      # (B, T, 3, H, D), a view
-    q, k, v = (heads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # 3 x (B, H, T, D) views
+    q, k, v = split_heads(qkv.data, n_head)                           # 3 x (B, H, T, D) views
+    C, D = C3 // 3, C3 // (3 * n_head)
     kern = kernels()
     scale = 1.0 / math.sqrt(D)
     y, saved = kern.attention_forward(q, k, v, scale)                 # (B, H, T, D)
