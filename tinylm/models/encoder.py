@@ -19,7 +19,7 @@ import numpy as np
 
 from tinylm import backends, ops
 from tinylm.nn import Dropout, Embedding, LayerNorm, Module
-from tinylm.tensor import Tensor, no_grad
+from tinylm.tensor import Tensor
 
 from .gpt import MLP, CausalSelfAttention, GPTConfig
 
@@ -71,12 +71,6 @@ class SelfAttention(CausalSelfAttention):
         y = bidirectional_attention(q, k, v, blocked)                     # (B, H, T, D)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)                      # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
-
-    @no_grad()
-    def attention_weights(self, x: Tensor, blocked=None) -> Tensor:
-        """The attention pattern P: (B, H, T, T), rows sum to 1."""
-        q, k, _ = self._heads(x)
-        return attention_probs(q, k, blocked)
 
 
 class EncoderBlock(Module):
