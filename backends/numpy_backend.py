@@ -90,27 +90,17 @@ class NumpyKernels:
         return dx, dw, db
 
     # -- GELU, tanh form (as GPT-2) -------------------------------------------
-    # y = x/2 * (1 + tanh(u)),  u = c (x + 0.044715 x^3),  c = sqrt(2/pi)
+    # y = x/2 (1 + tanh u),  u = c (x + 0.044715 x^3),  c = sqrt(2/pi)
     def gelu_forward(self, x):
-        xp = self.xp
-        u = x * x
-        u *= 0.044715 * x
-        u += x
-        u *= _GELU_C
-        t = xp.tanh(u)
-        t += 1.0
-        t *= 0.5 * x
-        return t
+        u = _GELU_C * (x + 0.044715 * x * x * x)
+        return 0.5 * x * (1.0 + self.xp.tanh(u))
 
-    # dy/dx = (1 + tanh u)/2 + x/2 * (1 - tanh^2 u) * c (1 + 3*0.044715 x^2)
+    # dx = dy [(1 + tanh u)/2 + x/2 (1 - tanh^2 u) du/dx],  du/dx = c (1 + 3 * 0.044715 x^2)
     def gelu_backward(self, dy, x):
-        xp = self.xp
-        x2 = x * x
-        t = xp.tanh(_GELU_C * (x + 0.044715 * x2 * x))
-        du = _GELU_C * (1.0 + 3 * 0.044715 * x2)
-        dx = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
-        dx *= dy
-        return dx
+        t = self.xp.tanh(_GELU_C * (x + 0.044715 * x * x * x))        # tanh u
+        du = _GELU_C * (1.0 + 3 * 0.044715 * x * x)
+        # term 1: (1 + tanh u)/2;  term 2: x/2 (1 - tanh^2 u) du/dx
+        return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
 
     # -- causal self-attention ------------------------------------------------
     def causal_mask(self, n_queries, n_keys):
@@ -138,15 +128,17 @@ class NumpyKernels:
         att /= att.sum(axis=-1, keepdims=True)
         return att @ v, att
 
-    # dv = P^T dy;  dP = dy v^T;  dS = P ⊙ (dP - rowsum(dP ⊙ P));  dq = dS k * scale;  dk = dS^T q * scale
+    # dv = P^T dy;  dP = dy v^T;  dS = P ⊙ (dP - rowsum(dP ⊙ P))  (softmax's VJP)
+    # dq = dS k * scale;  dk = dS^T q * scale                      (S = q k^T * scale + mask)
     def attention_backward(self, dy, q, k, v, P, scale):
-        dv = P.swapaxes(-1, -2) @ dy
-        dP = dy @ v.swapaxes(-1, -2)                                  # (B, H, T, T)
+        dv = P.swapaxes(-1, -2) @ dy                                  # (B, H, Tk, D)
+        dP = dy @ v.swapaxes(-1, -2)                                  # (B, H, Tq, Tk)
+        # term 1: P dP;  term 2: -P rowsum(dP P);  final scale
         dS = dP - (dP * P).sum(axis=-1, keepdims=True)
         dS *= P
         dS *= scale
-        dq = dS @ k
-        dk = dS.swapaxes(-1, -2) @ q
+        dq = dS @ k                                                   # (B, H, Tq, D)
+        dk = dS.swapaxes(-1, -2) @ q                                  # (B, H, Tk, D)
         return dq, dk, dv
 
     # -- embedding ------------------------------------------------------------

@@ -50,7 +50,8 @@ def test_a_hook_keeping_every_head_changes_nothing_and_zero_ablation_does():
     attn = model.blocks[1].attn
     with hooked([attn], [replacing_heads(np.ones((2, 1), np.float32), np.zeros((2, 4), np.float32))]):
         np.testing.assert_array_equal(model(x)[0].numpy(), before)
-    with hooked([attn], [replacing_heads(np.array([[1.0], [0.0]], np.float32), np.zeros((2, 4), np.float32))]):
+    second_head_off = np.array([[1.0], [0.0]], np.float32)
+    with hooked([attn], [replacing_heads(second_head_off, np.zeros((2, 4), np.float32))]):
         assert np.abs(model(x)[0].numpy() - before).max() > 1e-6
     assert attn.hook is None
     np.testing.assert_array_equal(model(x)[0].numpy(), before)

@@ -1,8 +1,8 @@
 """The transformer's fused operations: each calls a forward/backward kernel pair.
 
 The kernels' reference definitions are in ``backends/numpy_backend.py``; other
-backends provide faster versions of the same pairs. The equations are repeated
-here so that a reader of the op sees what it computes.
+backends provide faster versions of the same pairs. Each op states both
+equations, forward and backward, so a reader of the op sees what it computes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from tinylm import backends
 from tinylm.tensor import Tensor, kernels, xp
 
 
-# y = (x - mean) / sqrt(var + eps) * w + b  over the last axis
+# y = xhat w + b,  xhat = (x - mean) rstd,  rstd = 1 / sqrt(var + eps), over the last axis C
+# dxhat = dy w;  dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat));  dw = Σ dy xhat;  db = Σ dy
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
     k = kernels()
     y, mean, rstd = k.layernorm_forward(x.data, weight.data, bias.data, eps)
@@ -23,7 +24,8 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
     return Tensor._result(y, (x, weight, bias), vjp, "layer_norm")
 
 
-# y = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2's GELU)
+# y = x/2 (1 + tanh u),  u = c (x + 0.044715 x^3),  c = sqrt(2/pi)   (GPT-2's GELU)
+# dx = dy [(1 + tanh u)/2 + x/2 (1 - tanh^2 u) c (1 + 3 * 0.044715 x^2)]
 def gelu(x: Tensor) -> Tensor:
     k = kernels()
     return Tensor._result(k.gelu_forward(x.data), (x,),
@@ -67,7 +69,8 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100) -> Tensor:
     return Tensor._result(xp().asarray(loss), (logits,), vjp, "cross_entropy")
 
 
-# y = softmax(q k^T / sqrt(D) + causal mask) v
+# S = q k^T / sqrt(D) + causal mask;  P = softmax(S);  y = P v
+# dv = P^T dy;  dP = dy v^T;  dS = P ⊙ (dP - rowsum(dP ⊙ P));  dq = dS k / sqrt(D);  dk = dS^T q / sqrt(D)
 def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """q, k, v (B, H, T, D) -> (B, H, T, D); query t attends to keys 0..t."""
     kern = kernels()
