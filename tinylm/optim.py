@@ -82,33 +82,6 @@ class AdamW:
         self.step_count = int(scalars["step"])
 
 
-class SGD:
-    """Stochastic gradient descent with optional momentum: v = mu v + g;  p -= lr v."""
-
-    def __init__(self, params, lr: float = 1e-2, momentum: float = 0.0):
-        if lr <= 0:
-            raise ConfigError(f"learning rate must be positive, got {lr}")
-        self.params = params.parameters() if isinstance(params, Module) else list(params)
-        self.lr, self.momentum = lr, momentum
-        self.velocity = [None] * len(self.params)
-
-    def step(self, lr: float | None = None) -> None:
-        lr = self.lr if lr is None else lr
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue
-            if self.momentum:
-                v = self.velocity[i]
-                self.velocity[i] = p.grad.copy() if v is None else v * self.momentum + p.grad
-                p.data -= lr * self.velocity[i]
-            else:
-                p.data -= lr * p.grad
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-
 def cosine_lr(step: int, lr: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:
     """Linear warmup to ``lr``, then cosine decay to ``min_lr`` at ``decay_iters`` (nanoGPT's)."""
     if step < warmup_iters:

@@ -30,10 +30,6 @@ def set_default_dtype(dtype: str) -> None:
     _default_dtype = dtype
 
 
-def is_grad_enabled() -> bool:
-    return _grad_enabled
-
-
 class no_grad:
     """Context manager (and decorator) in which no graph is recorded."""
 
