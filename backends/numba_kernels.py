@@ -20,10 +20,9 @@ from contextlib import contextmanager
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic, overload
+from numba import njit, prange
 
+from .numba_math import exp, row_dot, row_sum
 from .numpy_backend import NumpyKernels
 
 # error_model="numpy": x / 0 is inf or nan, as in NumPy, instead of a Python
@@ -33,73 +32,6 @@ _SERIAL_JIT = dict(cache=True, fastmath=False, error_model="numpy")
 # Reductions over rows are split into this many chunks whatever the thread
 # count, so that results do not depend on how many threads ran them.
 _N_CHUNKS = 16
-
-
-# -- e^x that vectorises ------------------------------------------------------------
-# LLVM turns a loop of math.exp calls into one libm call per element; this
-# polynomial (Cephes' expf, within 1.5 ulp measured) is plain arithmetic, so loops over
-# float32 rows become SIMD. float64 keeps math.exp.
-@intrinsic
-def _bits_to_float32(typingctx, bits):
-    """The float32 whose IEEE-754 bits are the int32 ``bits``."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.int32), codegen
-
-
-def _expf(x):
-    # e^x = 2^n e^r,  n = round(x / ln 2),  |r| <= ln(2)/2;  2^n built from its exponent bits
-    F = np.float32
-    xc = min(max(x, F(-87.33654)), F(88.0))
-    n = np.floor(xc * F(1.44269504088896341) + F(0.5))
-    r = xc - n * F(0.693359375) - n * F(-2.12194440e-4)                # ln 2 in two parts
-    p = F(1.9875691500e-4)
-    p = p * r + F(1.3981999507e-3)
-    p = p * r + F(8.3334519073e-3)
-    p = p * r + F(4.1665795894e-2)
-    p = p * r + F(1.6666665459e-1)
-    p = p * r + F(5.0000001201e-1)
-    e = (p * r * r + r + F(1.0)) * _bits_to_float32((np.int32(n) + np.int32(127)) << np.int32(23))
-    return F(0.0) if x < F(-87.33654) else e                             # below: underflow
-
-
-def exp(x):
-    """e^x in a kernel: the polynomial above for float32, math.exp for float64."""
-    return math.exp(x)
-
-
-@overload(exp, inline="always")
-def _exp_for(x):
-    if x == types.float32:
-        return _expf
-    return lambda x: math.exp(x)
-
-
-# -- row reductions -------------------------------------------------------------------
-# A sum in one accumulator is a chain of dependent adds (4 cycles each). These two
-# may reassociate (and only they: the flags are per function, and they are not
-# inlined at Numba's level), so LLVM splits each sum into SIMD lanes of partial
-# sums, in a fixed order for a given length: one row's result does not depend on
-# the thread that computes it.
-_REDUCE = dict(fastmath={"reassoc", "contract"}, error_model="numpy")
-
-
-@njit(**_REDUCE)
-def _dot(a, b):
-    """Σ_i a[i] b[i] over 1-D arrays, accumulated in float64."""
-    s = 0.0
-    for i in range(len(a)):
-        s += a[i] * b[i]
-    return s
-
-
-@njit(**_REDUCE)
-def _sum(a):
-    """Σ_i a[i] over a 1-D array, accumulated in float64."""
-    s = 0.0
-    for i in range(len(a)):
-        s += a[i]
-    return s
 
 
 # -- cross-entropy --------------------------------------------------------------
@@ -114,7 +46,7 @@ def softmax_xent_forward(logits, targets, ignore_index, probs, losses):
             zmax = max(zmax, z[j])
         for j in range(V):
             p[j] = exp(z[j] - zmax)
-        sumexp = _sum(p)
+        sumexp = row_sum(p)
         inv = probs.dtype.type(1.0 / sumexp)
         for j in range(V):
             p[j] *= inv
@@ -144,10 +76,10 @@ def layernorm_forward(x, w, b, eps, y, mean, rstd):
     f = x.dtype.type
     for i in prange(N):  # each row i owns y[i], mean[i], rstd[i]
         xc = y[i]                                                         # y[i] holds x - mean first
-        m = f(_sum(x[i]) / C)
+        m = f(row_sum(x[i]) / C)
         for c in range(C):
             xc[c] = x[i, c] - m
-        s = f(1.0 / math.sqrt(_dot(xc, xc) / C + eps))
+        s = f(1.0 / math.sqrt(row_dot(xc, xc) / C + eps))
         for c in range(C):
             y[i, c] = xc[c] * s * w[c] + b[c]
         mean[i], rstd[i] = m, s
@@ -169,8 +101,8 @@ def layernorm_backward(dy, x, w, mean, rstd, dx, dw_part, db_part):
                 dxhat[c] = dy[i, c] * w[c]
                 db[c] += dy[i, c]
                 dw[c] += dy[i, c] * xhat[c]
-            mean_dxhat = f(_sum(dxhat) / C)
-            mean_dxhat_xhat = f(_dot(dxhat, xhat) / C)
+            mean_dxhat = f(row_sum(dxhat) / C)
+            mean_dxhat_xhat = f(row_dot(dxhat, xhat) / C)
             for c in range(C):
                 # term 1: dxhat;  term 2: -mean(dxhat);  term 3: -xhat * mean(dxhat * xhat)
                 dx[i, c] = (dxhat[c] - mean_dxhat - xhat[c] * mean_dxhat_xhat) * rstd[i]  # final scale
