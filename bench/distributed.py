@@ -91,7 +91,7 @@ def paper_estimate() -> None:
     ring = 2 * (n - 1) / n  # each GPU sends (and receives) 2(n-1)/n of the buffer
     links = {"NVLink 4, H100 SXM (450 GB/s per direction)": 450e9,
              "InfiniBand NDR, 1 NIC per GPU (400 Gb/s = 50 GB/s)": 50e9}
-    # H100 step of GPT-2 small, B8 x T1024, in PyTorch (/work/shared/BENCHMARKS.md)
+    # one step of GPT-2 small, B8 x T1024, in PyTorch on one H100 (measured outside this repository)
     compute = {"fp32 (158 ms)": 158e-3, "bf16 + torch.compile (20 ms)": 20e-3}
     print(f"\nPaper estimate: GPT-2 small ({params / 1e6:.0f}M parameters) on {n} GPUs, one "
           f"allreduce per step after backward (no overlap, as tinylm does)")

@@ -28,6 +28,9 @@ from tinylm.errors import ConfigError, from_known_fields
 from tinylm.nn import Dropout, Linear, Module
 from tinylm.tensor import Tensor
 
+from .encoder import Encoder, EncoderConfig
+from .gpt import GPT, GPTConfig
+
 PAD = -1  # padding in classifier batches; never a token id
 
 
@@ -49,7 +52,8 @@ def pool_last(h: Tensor, keep) -> Tensor:
 
 
 POOLINGS = {"cls": pool_cls, "mean": pool_mean, "last": pool_last}
-BACKBONES = ("encoder", "gpt")
+# backbone type -> (config class, model class)
+BACKBONES = {"encoder": (EncoderConfig, Encoder), "gpt": (GPTConfig, GPT)}
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,7 @@ class ClassifierConfig:
             raise ConfigError(f"pad_id must be a token id in [0, {self.vocab_size}), got {self.pad_id!r}")
 
     def backbone_classes(self):
-        from tinylm.models import MODEL_TYPES  # the registry imports this module
-        return MODEL_TYPES[self.backbone_type]
+        return BACKBONES[self.backbone_type]
 
     def backbone_config(self):
         config_cls, _ = self.backbone_classes()
