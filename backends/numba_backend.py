@@ -92,7 +92,10 @@ class NumbaBackend(Backend):
 
 
 def _exercise(k, dtype) -> None:
-    """Call every kernel once with ``dtype`` inputs of the types training passes."""
+    """Call every kernel once with ``dtype`` inputs of the types training passes
+    (tests/test_numba_backend.py checks that a training step then compiles nothing)."""
+    from .numba_kernels import ADAMW_PARALLEL_MIN
+
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 8)).astype(dtype)                     # (B, T, C)
     w, b = np.ones(8, dtype), np.zeros(8, dtype)
@@ -106,7 +109,9 @@ def _exercise(k, dtype) -> None:
     att, P = k.attention_forward(q, q, q, 0.5)
     k.attention_backward(att, q, q, q, P, 0.5)
     k.embedding_backward(x.reshape(6, 8), targets.clip(0), 8)
-    for size in (8, 40_000):  # the serial and the parallel AdamW
+    # the serial AdamW below ADAMW_PARALLEL_MIN elements, the parallel one from there
+    # (a 4 MB float32 buffer, once): each compiles on its first call
+    for size in (8, ADAMW_PARALLEL_MIN):
         p = np.zeros(size, dtype)
         k.adamw_update(p, p + 1, np.zeros_like(p), np.zeros_like(p), 1e-3, 0.9, 0.99, 1e-8, 0.1, 1)
 

@@ -229,7 +229,7 @@ def adamw_update_parallel(p, g, m, v, *hyper):
 
 
 # Below ~1M elements one thread is faster than waking the pool (measured): serial.
-_ADAMW_PARALLEL_MIN = 1 << 20
+ADAMW_PARALLEL_MIN = 1 << 20
 
 
 @njit(**_SERIAL_JIT)
@@ -362,6 +362,6 @@ class NumbaKernels(NumpyKernels):
         step_size = lr / (1 - beta1 ** step)
         rsqrt_bias2 = 1 / math.sqrt(1 - beta2 ** step)
         g1 = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
-        update = adamw_update_parallel if p.size >= _ADAMW_PARALLEL_MIN else adamw_update_serial
+        update = adamw_update_parallel if p.size >= ADAMW_PARALLEL_MIN else adamw_update_serial
         update(p.reshape(-1), g1, m.reshape(-1), v.reshape(-1), f(beta1), f(1 - beta1), f(beta2),
                f(1 - beta2), f(eps), f(1 - lr * weight_decay), f(step_size), f(rsqrt_bias2))
