@@ -20,8 +20,8 @@ import numpy as np
 
 from tinylm.errors import ConfigError
 
-from . import numpy_backend
 from .base import Backend
+from .host_memory import keep_freed_memory
 
 NAME = "numba"
 _INSTALL_HINT = "pip install 'tinylm[numba]'"
@@ -123,7 +123,7 @@ def create() -> Backend:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .numba_kernels import NumbaKernels
 
-    numpy_backend.keep_freed_memory()
+    keep_freed_memory()
     backend = NumbaBackend(NumbaKernels())
     backend.warmup()
     return backend

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from .base import Backend
+from .host_memory import keep_freed_memory
 
 NAME = "numpy"
 
@@ -115,10 +116,7 @@ class NumpyKernels:
     # S = q k^T * scale + mask;  P = softmax(S);  y = P v
     def attention_forward(self, q, k, v, scale):
         """q (B, H, Tq, D), k, v (B, H, Tk, D) -> (y (B, H, Tq, D), P (B, H, Tq, Tk)).
-
-        Query i sits at position Tk - Tq + i: in training Tq = Tk; with a KV cache
-        the new queries follow the cached keys.
-        """
+        Query i is at position Tk - Tq + i (Tq = Tk in training; Tq new tokens after Tk - Tq cached)."""
         xp = self.xp
         att = q @ k.swapaxes(-1, -2)                                  # (B, H, Tq, Tk)
         att *= scale
@@ -183,27 +181,6 @@ def available() -> tuple[bool, str]:
 
 def describe() -> str:
     return f"NumPy {np.__version__} on the CPU (the reference)"
-
-
-def keep_freed_memory() -> None:
-    """Ask glibc to keep freed buffers for reuse instead of returning them to the OS.
-
-    A training step allocates the same large temporaries every time; by default
-    glibc unmaps each one on free, and the next step pays page faults to map it
-    again (about a third of a small model's step here). Process-wide; a no-op
-    where the C library is not glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)   # glibc's maximum
-    mallopt(M_TRIM_THRESHOLD, 512 * 1024 * 1024)
 
 
 def create() -> Backend:

@@ -1,19 +1,76 @@
-"""Run configuration: named presets, TOML files, and how they combine.
+"""Run configuration: the training loop's settings, named presets, TOML files, and how they combine.
 
 defaults < ``--preset`` < ``--config FILE.toml`` < command-line options. The
-model's fields are ``GPTConfig``'s and the loop's are ``TrainConfig``'s, with
-nanoGPT's names; ``resolve_config`` merges the layers and validates the result
-before any data is read.
+model's fields are ``GPTConfig``'s (tinylm/models/gpt.py) and the loop's are
+``TrainConfig``'s (here; tinylm/train.py runs the loop), with nanoGPT's names;
+``resolve_config`` merges the layers and validates the result before any data is read.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
-from dataclasses import fields
+from dataclasses import asdict, dataclass, fields
 
-from tinylm.errors import ConfigError
+from tinylm.errors import ConfigError, from_known_fields, require_positive_ints
 from tinylm.models import GPTConfig
-from tinylm.train import TrainConfig
+from tinylm.optim import cosine_lr
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 12
+    grad_accum: int = 1              # micro-batches per optimizer step: effective batch × grad_accum
+    max_iters: int = 2000
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int = 0          # 0: decay over max_iters
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0           # 0 disables clipping
+    eval_interval: int = 250
+    eval_iters: int = 20
+    log_interval: int = 10
+    seed: int = 1337
+
+    def __post_init__(self):
+        positive = ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters",
+                    "log_interval")
+        require_positive_ints(self, positive)
+        for name in ("warmup_iters", "lr_decay_iters", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+        for name in ("learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.min_lr <= self.learning_rate:
+            raise ConfigError(f"min_lr must be in [0, learning_rate={self.learning_rate}], "
+                              f"got {self.min_lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("weight_decay and grad_clip must be >= 0")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+
+    @property
+    def decay_iters(self) -> int:
+        return self.lr_decay_iters or self.max_iters
+
+    def lr_at(self, step: int) -> float:
+        return cosine_lr(step, self.learning_rate, self.min_lr, self.warmup_iters, self.decay_iters)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return from_known_fields(cls, d, "training")
+
 
 # Named presets: model and training fields (nanoGPT's names and values).
 PRESETS = {

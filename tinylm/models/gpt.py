@@ -4,8 +4,8 @@ tokens -> token + position embeddings -> n_layer x Block(pre-LN attention, pre-L
 -> final LayerNorm -> logits over the vocabulary (output matrix tied to the input
 embedding). Names follow nanoGPT/GPT-2 so readers can cross-reference.
 
-This is the training graph only: generation with a KV cache is tinylm/kvcache.py,
-and the lab watches and ablates heads through ``CausalSelfAttention.hook``.
+The training graph only: generation with a KV cache is tinylm/kvcache.py; the lab
+watches and ablates heads through ``CausalSelfAttention.hook`` (tinylm/lab/hooks.py).
 """
 
 from __future__ import annotations
@@ -50,11 +50,7 @@ class GPTConfig:
 class CausalSelfAttention(Module):
     """Multi-head self-attention in which position t sees positions 0..t only."""
 
-    # The lab's observation point (tinylm/lab/hooks.py): None while training, or a
-    # function (qkv (B, T, 3C), y (B, T, C)) -> y called on the heads' outputs
-    # (head h in columns h D .. (h+1) D) before the output projection; it may record
-    # them, or return them changed (a head ablated).
-    hook = None
+    hook = None  # the lab's observation point: (qkv, y) -> y, may record or change y (tinylm/lab/hooks.py)
 
     def __init__(self, cfg: GPTConfig, rng: np.random.Generator):
         self.n_head = cfg.n_head
