@@ -1,5 +1,6 @@
-"""The house map holds: imports go one way (no cycles, counting imports inside functions),
-only the console entry imports the CLI, and no tracked file names a path of a development machine.
+"""The house map holds: imports go one way (down the layers, no cycles, counting imports
+inside functions), only the console entry imports the CLI, and no tracked file names a path
+of a development machine.
 
 The import graph is read from the source (every ``import`` statement of every
 module in tinylm/ and backends/, wherever it stands), not from what Python
@@ -86,12 +87,39 @@ def test_the_graph_reader_sees_imports_inside_functions():
     assert "tinylm.backends.numba_kernels" in graph["tinylm.backends.numba_backend"]  # in create()
     assert "tinylm.config" in graph["tinylm.cli"]                          # the console entry is read
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    order = ["tinylm.backends.numba_kernels", "tinylm.ops.layers", "tinylm.models.gpt",
+             "tinylm.train", "tinylm.commands.lab", "tinylm.cli"]
+    assert [_layer(m) for m in order] == list(range(len(LAYERS)))
     assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
 def test_no_import_cycles():
     cycle = _cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# The house map (README.md), bottom up: a module imports only from its own layer or below.
+LAYERS = (
+    ("backends", lambda m: m == "tinylm.errors" or m.startswith("tinylm.backends")),
+    ("ops/tensor", lambda m: m == "tinylm.tensor" or m.startswith("tinylm.ops")),
+    ("models/nn", lambda m: m in ("tinylm.nn", "tinylm.optim") or m.startswith("tinylm.models")),
+    ("run/train", lambda m: not m.startswith(("tinylm.commands", "tinylm.cli"))),
+    ("commands", lambda m: m.startswith("tinylm.commands")),
+    ("CLI", lambda m: m == "tinylm.cli"),
+)
+
+
+def _layer(module: str) -> int:
+    return next(i for i, (_, holds) in enumerate(LAYERS) if holds(module))
+
+
+def test_imports_go_one_way_down_the_house_map():
+    # the package itself (tinylm/__init__.py, a facade that every import runs first) is
+    # read for its __version__ by checkpoints: not a layer
+    upward = [f"{a} ({LAYERS[_layer(a)][0]}) -> {b} ({LAYERS[_layer(b)][0]})"
+              for a, deps in sorted(import_graph().items()) for b in sorted(deps)
+              if a != "tinylm" and b != "tinylm" and _layer(b) > _layer(a)]
+    assert not upward, "imports reaching up a layer:\n" + "\n".join(upward)
 
 
 def test_only_the_console_entry_imports_the_cli():

@@ -37,14 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinylm.errors import ResourceError
-
-
-def count_parameters(vocab_size: int, block_size: int, n_layer: int, n_embd: int,
-                     bias: bool = True) -> int:
-    """Parameters of a GPT with these sizes (exactly ``GPT(cfg).num_parameters()``)."""
-    V, T, L, C = vocab_size, block_size, n_layer, n_embd
-    per_block = 12 * C * C + 4 * C + (9 * C if bias else 0)   # 4 matrices, 2 LayerNorms, biases
-    return V * C + T * C + L * per_block + 2 * C
+from tinylm.models.sizes import count_parameters
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from tinylm.tensor import Tensor
 
 from .encoder import Encoder, EncoderConfig
 from .gpt import GPT, GPTConfig
+from .sizes import count_parameters
 
 PAD = -1  # padding in classifier batches; never a token id
 
@@ -96,7 +97,6 @@ class ClassifierConfig:
 
     def count_parameters(self) -> int:
         """The backbone's parameters plus the head's C K + K (checked against a checkpoint)."""
-        from tinylm.resources import count_parameters
         c = self.backbone_config()
         head = c.n_embd * self.n_classes + self.n_classes
         return count_parameters(c.vocab_size, c.block_size, c.n_layer, c.n_embd, c.bias) + head
