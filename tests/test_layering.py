@@ -165,4 +165,4 @@ def test_the_path_pattern_finds_machine_paths_and_spares_others():
     assert MACHINE_PATH.search(f"python {slash}root{slash}x.py")
     assert MACHINE_PATH.search(f"cd {slash}tmp{slash}run/")
     assert not MACHINE_PATH.search("bench/README.md and docs/distributed.md")
-    assert not MACHINE_PATH.search("https://example.org/work/x and ./tmp/x and ~/tmp/x")
+    assert not MACHINE_PATH.search(f"https://example.org{slash}work{slash}x and .{slash}tmp{slash}x")
