@@ -17,18 +17,76 @@ from .numpy_backend import NumpyKernels
 NAME = "cupy"
 INSTALL_HINT = "pip install 'tinylm[gpu]' (CUDA 12) or 'tinylm[gpu-cuda13]' (CUDA 13)"
 
+# cudaError_t codes (CUDA runtime API); CuPy's CUDARuntimeError carries one as ``status``.
+CUDA_ERROR_INSUFFICIENT_DRIVER = 35
+CUDA_ERROR_NO_DEVICE = 100
+
 
 def available() -> tuple[bool, str]:
     if importlib.util.find_spec("cupy") is None:
         return False, f"CuPy is not installed; {INSTALL_HINT}"
     try:
         import cupy
+    except Exception as exc:  # noqa: BLE001 - a broken install raises ImportError or OSError
+        return False, f"CuPy is installed but cannot be imported: {_first_line(exc)}"
+    try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDA driver or runtime missing: CuPy raises several kinds
-        return False, f"CuPy cannot reach a CUDA device: {str(exc).splitlines()[0]}"
+        return False, _why_no_device(exc, cupy.cuda.runtime)
     if count < 1:
-        return False, "no CUDA device found"
+        return False, "no NVIDIA GPU on this machine: the driver reports 0 CUDA devices"
     return True, ""
+
+
+def _cuda_version(code: int) -> str:
+    """CUDA's integer version (12040) as people write it (12.4)."""
+    return f"{code // 1000}.{code % 1000 // 10}"
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _why_no_device(exc: Exception, runtime) -> str:
+    """Why getDeviceCount failed, in the user's terms.
+
+    Without a driver the CUDA runtime reports "insufficient driver" (35) and a
+    driver version of 0, which would send people to upgrade a driver they do not
+    have; only a driver that exists and is older than CuPy's runtime is "too old".
+    """
+    status = getattr(exc, "status", None)
+    driver, runtime_version = _versions(runtime)
+    if driver == 0 or (driver is None and not _libcuda_found()):
+        return ("no NVIDIA GPU or driver on this machine: CuPy is installed, but the NVIDIA "
+                "driver (libcuda) is not; the cupy backend needs an NVIDIA GPU")
+    if status == CUDA_ERROR_NO_DEVICE:
+        return (f"no NVIDIA GPU on this machine: the NVIDIA driver (CUDA {_cuda_version(driver)}) "
+                "is installed but sees no device")
+    if status == CUDA_ERROR_INSUFFICIENT_DRIVER and driver and runtime_version:
+        return (f"the NVIDIA driver supports CUDA up to {_cuda_version(driver)}, but this CuPy "
+                f"needs CUDA {_cuda_version(runtime_version)}: upgrade the driver, or install the CuPy "
+                f"for your CUDA ({INSTALL_HINT})")
+    return f"CuPy cannot reach a CUDA device: {_first_line(exc)}"
+
+
+def _versions(runtime) -> tuple[int | None, int | None]:
+    """(driver, runtime) CUDA versions from CuPy's ``cupy.cuda.runtime``; None where it cannot say.
+
+    The driver version is 0 when no NVIDIA driver is installed.
+    """
+    versions = []
+    for query in ("driverGetVersion", "runtimeGetVersion"):
+        try:
+            versions.append(int(getattr(runtime, query)()))
+        except Exception:  # noqa: BLE001 - a CuPy without a driver may raise on either query
+            versions.append(None)
+    return versions[0], versions[1]
+
+
+def _libcuda_found() -> bool:
+    """Whether the NVIDIA driver's library is on the loader's path (asked only after a failure)."""
+    import ctypes.util
+    return ctypes.util.find_library("cuda") is not None
 
 
 def describe() -> str:
