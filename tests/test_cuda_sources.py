@@ -1,0 +1,57 @@
+"""Every CUDA source of the cupy backend compiles, on any machine: NVRTC needs no GPU.
+
+NVRTC comes from the pip package nvidia-cuda-nvrtc (``pip install
+'tinylm[cuda-compile]'``); without it these tests skip and say so. Each source
+is compiled to a CUBIN for every targeted architecture (sm_80, sm_90), which
+runs ptxas too, and must compile without a warning.
+"""
+
+import re
+
+import pytest
+
+from tinylm.backends.cuda import header_names, nvrtc, read_source, source_names
+
+needs_nvrtc = pytest.mark.skipif(nvrtc.find_library() is None,
+                                 reason=f"NVRTC not installed; {nvrtc.INSTALL_HINT}")
+
+
+def test_the_package_ships_every_kernel_source():
+    assert {"adamw.cu", "attention.cu", "embedding.cu", "gelu.cu", "layernorm.cu",
+            "softmax_xent.cu"} <= set(source_names())
+    assert "common.cuh" in header_names()
+
+
+@pytest.mark.parametrize("arch", nvrtc.ARCHITECTURES)
+@pytest.mark.parametrize("name", source_names())
+@needs_nvrtc
+def test_source_compiles_without_warnings(name, arch):
+    compiled = nvrtc.compile_project_source(name, arch)
+    assert compiled.binary[:4] == b"\x7fELF", f"{name} for {arch}: not a CUBIN"
+    assert "warning" not in compiled.log, f"{name} for {arch}:\n{compiled.log}"
+
+
+@pytest.mark.parametrize("name", source_names())
+@needs_nvrtc
+def test_every_extern_kernel_is_in_the_ptx(name):
+    """The names the cupy backend looks up exist, unmangled, in the compiled module."""
+    kernels = re.findall(r'extern "C" __global__ void (\w+)\(', read_source(name))
+    assert kernels, f"{name} defines no extern \"C\" kernel"
+    ptx = nvrtc.compile_source(read_source(name), name, "compute_80",
+                               headers=nvrtc.project_headers()).binary.decode()
+    for kernel in kernels:
+        assert f".entry {kernel}(" in ptx, f"{kernel} of {name} missing from the PTX"
+
+
+@needs_nvrtc
+def test_a_compile_error_names_the_file_and_line():
+    broken = 'extern "C" __global__ void k(float* x) {\n    float a = 1.0f\n    x[0] = a;\n}\n'
+    with pytest.raises(nvrtc.CudaCompileError, match=r'broken\.cu\(3\): error: expected a ";"'):
+        nvrtc.compile_source(broken, "broken.cu", "sm_80")
+
+
+def test_without_nvrtc_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(nvrtc, "find_library", lambda: None)
+    monkeypatch.setattr(nvrtc, "_lib", None)
+    with pytest.raises(nvrtc.BackendUnavailable, match=r"tinylm\[cuda-compile\]"):
+        nvrtc.library()
