@@ -1,8 +1,10 @@
 """The CuPy backend: the same model and loop with arrays on an NVIDIA GPU.
 
-For now every kernel is the reference (backends/numpy_backend.py) running on
-CuPy arrays; fused GPU kernels replace them one by one, each checked against
-the reference by tests/test_backends.py (marked ``gpu``).
+The fused kernels are CUDA C (backends/cuda/*.cu), compiled by CuPy's NVRTC
+when the backend is created and launched by ``cupy_kernels.CudaKernels``; each
+falls back to the reference (backends/numpy_backend.py) run on CuPy arrays
+(``CupyKernels``) where it does not apply. tests/test_backends.py and
+tests/test_gpu_kernels.py check them against the reference on a GPU.
 """
 
 from __future__ import annotations
@@ -119,7 +121,11 @@ class CupyBackend(Backend):
         self.xp.cuda.Device().synchronize()
 
     def describe(self) -> str:
-        return describe()
+        fallbacks = getattr(self.kernels, "fallbacks", {})
+        if not fallbacks:
+            return f"{describe()}, fused CUDA kernels"
+        reasons = "; ".join(f"{name}: {why}" for name, why in fallbacks.items())
+        return f"{describe()}, reference kernels for {', '.join(fallbacks)} ({reasons})"
 
     # CuPy's generators do not expose their state: a resumed run restarts the
     # dropout stream from its seed (not bitwise-exact; documented in docs/reliability.md).
@@ -135,5 +141,15 @@ class CupyBackend(Backend):
 
 
 def create() -> Backend:
+    """The backend with the fused kernels (compiled here, once per process; CuPy caches them on disk)."""
+    import cupy
+
+    from .cupy_kernels import CudaKernels, compile_modules
+    modules, failures = compile_modules(cupy)
+    return CupyBackend(cupy, CudaKernels(cupy, modules, failures))
+
+
+def create_reference() -> Backend:
+    """The backend running the reference kernels on CuPy arrays (what bench/gpu.py compares against)."""
     import cupy
     return CupyBackend(cupy, CupyKernels(cupy))
