@@ -259,6 +259,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = (f"# bench/gpu.py on {args.device_name}, {started}\n\n{args.steps} timed steps after "
+              f"{args.warmup} warm-up steps per measurement; each in a fresh process.")
     rows = []
     for config in args.config_list:
         for side in args.side_list:
@@ -266,15 +268,19 @@ def main(argv=None) -> int:
             r = rows[-1]
             print(f"{config:<12} {side:<17} " + (f"error: {r['error']}" if "error" in r else
                                                  f"{r['ms_per_iter']:9.2f} ms/iter"), flush=True)
-    header = (f"# bench/gpu.py on {args.device_name}, {started}\n\n{args.steps} timed steps after "
-              f"{args.warmup} warm-up steps per measurement; each in a fresh process.")
-    (out / "results.json").write_text(json.dumps({"device": args.device_name, "date": started,
-                                                  "steps": args.steps, "warmup": args.warmup,
-                                                  "configs": {c: CONFIGS[c] for c in args.config_list},
-                                                  "rows": rows}, indent=1))
-    (out / "results.md").write_text(table(rows, header))
+            write(out, rows, header, args, started)   # after each: a run cut short keeps what it measured
     print(table(rows, header))
     return 0
+
+
+def write(out: Path, rows: list[dict], header: str, args, started: str) -> None:
+    """results.json and results.md in ``out``, each replaced whole (never half-written)."""
+    report = {"device": args.device_name, "date": started, "steps": args.steps, "warmup": args.warmup,
+              "configs": {c: CONFIGS[c] for c in args.config_list}, "rows": rows}
+    for name, text in (("results.json", json.dumps(report, indent=1)), ("results.md", table(rows, header))):
+        partial = out / f".{name}.partial"
+        partial.write_text(text)
+        partial.replace(out / name)
 
 
 if __name__ == "__main__":
