@@ -14,6 +14,7 @@ import importlib.util
 import numpy as np
 
 from .base import Backend
+from .cupy_random import PhiloxGenerator
 from .numpy_backend import NumpyKernels
 
 NAME = "cupy"
@@ -111,6 +112,10 @@ class CupyKernels(NumpyKernels):
 class CupyBackend(Backend):
     name = NAME
 
+    def __init__(self, xp, kernels):
+        super().__init__(xp, kernels)
+        self.seed(0)
+
     def from_host(self, a, dtype=None):
         return self.xp.asarray(np.asarray(a), dtype=dtype)
 
@@ -127,17 +132,25 @@ class CupyBackend(Backend):
         reasons = "; ".join(f"{name}: {why}" for name, why in fallbacks.items())
         return f"{describe()}, reference kernels for {', '.join(fallbacks)} ({reasons})"
 
-    # CuPy's generators do not expose their state: a resumed run restarts the
-    # dropout stream from its seed (not bitwise-exact; documented in docs/reliability.md).
+    # Dropout's generator: Philox4x32-10 on the device when the kernels offer it, whose
+    # state (seed, draws) makes a resumed run exact; else CuPy's own, which cannot export
+    # its state, so a resumed run restarts the dropout stream from its seed.
     def seed(self, seed: int) -> None:
         self._seed = seed
-        self.rng = self.xp.random.default_rng(seed)
+        uniform = getattr(self.kernels, "philox_uniform", None)
+        self.rng = PhiloxGenerator(uniform, seed) if uniform else self.xp.random.default_rng(seed)
 
     def rng_state(self) -> dict:
+        if isinstance(self.rng, PhiloxGenerator):
+            return self.rng.state()
         return {"cupy_seed": getattr(self, "_seed", 0)}
 
     def set_rng_state(self, state: dict) -> None:
-        self.seed(int(state.get("cupy_seed", 0)))
+        uniform = getattr(self.kernels, "philox_uniform", None)
+        if uniform and "philox4x32_draws" in state:
+            self.rng = PhiloxGenerator.from_state(uniform, state)
+        else:  # a checkpoint from CuPy's generator (or for it): restart from the seed
+            self.seed(int(state.get("cupy_seed", state.get("philox4x32_seed", 0))))
 
 
 def create() -> Backend:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cuda import read_source, source_names
+from .cuda import philox, read_source, source_names
 from .cupy_backend import CupyKernels
 
 THREADS = 256
@@ -244,6 +244,18 @@ class CudaKernels(CupyKernels):
     def _pointers(self, arrays):
         """A device array of the arrays' addresses, for a multi-tensor kernel's ``float**``."""
         return self.xp.asarray([a.data.ptr for a in arrays], dtype=self.xp.uint64)
+
+    # -- dropout's uniforms: Philox4x32-10, the same bits as cuda/philox.py -----------------
+    def philox_uniform(self, n: int, seed: int, draw: int):
+        """(n,) float32 uniforms of draw ``draw`` under ``seed`` (the NumPy mirror's, uploaded, if
+        philox.cu did not compile: the same numbers, slower)."""
+        if "philox.cu" not in self.modules or n == 0:
+            return self.xp.asarray(philox.uniform(n, seed, draw))
+        out = self.xp.empty(n, FLOAT)
+        self._launch("philox.cu", "philox_uniform", (blocks_for(-(-n // 4)),), (THREADS,),
+                     (out, np.int64(n), *(np.uint32(w) for w in (seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF,
+                                                               draw & 0xFFFFFFFF, draw >> 32 & 0xFFFFFFFF))))
+        return out
 
     # -- attention: flash-attention tiles, P never stored -----------------------------------
     def attention_forward(self, q, k, v, scale):

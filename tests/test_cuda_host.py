@@ -22,6 +22,7 @@ except ImportError:
     from numpy import byte_bounds                       # NumPy 1.x
 
 from tinylm.backends import cupy_kernels
+from tinylm.backends.cuda import philox
 from tinylm.backends.cuda.flash_attention import flash_attention_backward, flash_attention_forward
 from tinylm.backends.cupy_kernels import CudaKernels, embedding_segments
 from tinylm.backends.numpy_backend import NumpyKernels
@@ -154,6 +155,10 @@ def attention_backward_dq(dy, q, k, v, lse, delta, dq, *rest):
     dq[:] = _attention_grads(dy, q, k, v, lse, delta, *rest)[0]
 
 
+def philox_uniform(out, n, key0, key1, draw_lo, draw_hi):
+    out[:] = philox.uniform(int(n), int(key0) | int(key1) << 32, int(draw_lo) | int(draw_hi) << 32)
+
+
 class NumpyModule:
     """Plays a compiled cupy.RawModule: get_function(name) runs the NumPy version above."""
 
@@ -174,7 +179,8 @@ class HostKernels(CudaKernels):
         return list(arrays)
 
 
-FAMILIES = ["adamw.cu", "attention.cu", "embedding.cu", "gelu.cu", "layernorm.cu", "softmax_xent.cu"]
+FAMILIES = ["adamw.cu", "attention.cu", "embedding.cu", "gelu.cu", "layernorm.cu", "philox.cu",
+            "softmax_xent.cu"]
 fused = HostKernels(np, {name: NumpyModule() for name in FAMILIES}, {})
 
 

@@ -14,6 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_backends import Sizes, _usable, check_kernel
 
+from tinylm import backends
+from tinylm.backends.cuda import philox
+from tinylm.backends.cupy_random import PhiloxGenerator
 from tinylm.backends.numpy_backend import KERNELS, NumpyKernels
 
 pytestmark = pytest.mark.gpu
@@ -100,3 +103,28 @@ def test_multi_tensor_adamw_and_clipping_match_the_reference():
         for step in (1, 2, 3):
             REFERENCE.adamw_update(p, g, m, v, 1e-3, 0.9, 0.95, 1e-8, wds[i], step)
         np.testing.assert_allclose(get(on_gpu[i]), p, rtol=1e-5, atol=1e-7)
+
+
+def test_philox_uniforms_are_the_mirrors_bits():
+    backend = fused_backend()
+    got = backend.to_host(backend.kernels.philox_uniform(1_000_003, 2**40 + 3, 5))
+    assert np.array_equal(got, philox.uniform(1_000_003, 2**40 + 3, 5))
+
+
+def test_a_resumed_gpu_run_with_dropout_is_bitwise_the_uninterrupted_one(tmp_path):
+    """Dropout from Philox (state: seed, draws) and kernels without atomics: resume is exact."""
+    from reliability import same_arrays, write_corpus
+    from test_reliability_resume import MODEL, _config, _train
+
+    from tinylm.run import new_run, resume_run
+    backend = fused_backend()
+    with backends.use(backend):
+        data = str(write_corpus(tmp_path))
+        straight = new_run(MODEL, _config(), data, 0.1, tmp_path / "straight")
+        _train(straight)
+        first = new_run(MODEL, _config(), data, 0.1, tmp_path / "stopped")
+        _train(first, stop_at=5)
+        resumed = resume_run(first.out, {})
+        _train(resumed)
+        assert isinstance(backend.rng, PhiloxGenerator)
+        assert same_arrays(resumed.state.model.state_dict(), straight.state.model.state_dict())
