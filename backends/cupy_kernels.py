@@ -88,6 +88,9 @@ class CudaKernels(CupyKernels):
     def __init__(self, xp, modules: dict, fallbacks: dict[str, str]):
         super().__init__(xp)
         self.modules, self.fallbacks = modules, fallbacks
+        # flash attention (memory linear in T) or the reference's cuBLAS products + softmax;
+        # bench/gpu_attention.py times both, so that the choice can follow the shape
+        self.flash_attention = True
 
     def _fused(self, family: str, *arrays) -> bool:
         return family in self.modules and all(a.dtype == FLOAT and a.size for a in arrays)
@@ -259,7 +262,8 @@ class CudaKernels(CupyKernels):
 
     # -- attention: flash-attention tiles, P never stored -----------------------------------
     def attention_forward(self, q, k, v, scale):
-        if not self._fused("attention.cu", q, k, v) or q.shape[-1] > ATTENTION_MAX_D:
+        flash = self.flash_attention and q.shape[-1] <= ATTENTION_MAX_D
+        if not (flash and self._fused("attention.cu", q, k, v)):
             return super().attention_forward(q, k, v, scale)
         xp = self.xp
         B, H, T, D = q.shape

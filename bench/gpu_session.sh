@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one call of about 9 minutes, every result under $OUT:
 #   the install, the CUDA compile check, the GPU tests (kernels against the reference, 50 training
-#   steps against NumPy, the 1-rank NCCL run), bench/gpu.py, and a short shakespeare training run.
+#   steps against NumPy, exact resume, the 1-rank NCCL run), bench/gpu_attention.py (flash against
+#   cuBLAS + softmax), bench/gpu.py, and a short shakespeare training run.
 #
 # From a session that has a device machine (its image holds CuPy, PyTorch, mpi4py, NVRTC):
 #   1. here:   mkdir -p .gpu-data && cp ../shared/data/tinyshakespeare.txt .gpu-data/
@@ -9,7 +10,7 @@
 #   2. device: run(command="bash bench/gpu_session.sh", carry=[".gpu-data"], timeout_s=600)
 # Knobs (environment): TRAIN_ITERS (default 500; 5000 is the issue's full run, ~4 min more),
 # BENCH_CONFIGS (default shakespeare,cpu,gpt2), BENCH_STEPS (default 10), DATA.
-# Files back (at most 8): session.log, pytest-gpu.log, results.json, results.md, train.log.
+# Files back (at most 8): session.log, pytest-gpu.log, attention.json/.md, results.json/.md, train.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,7 +52,9 @@ phase 200 "GPU tests" bash -c "python3 -m pytest -q -p no:cacheprovider -m gpu t
     >"$OUT/pytest-gpu.log" 2>&1
 grep -E "passed|failed|skipped|error" "$OUT/pytest-gpu.log" | tail -6 >>"$LOG"
 
-phase 230 "bench/gpu.py" python3 bench/gpu.py --out "$OUT" --configs "$BENCH_CONFIGS" \
+phase 60 "bench/gpu_attention.py" python3 bench/gpu_attention.py --out "$OUT" >>"$LOG" 2>&1
+
+phase 200 "bench/gpu.py" python3 bench/gpu.py --out "$OUT" --configs "$BENCH_CONFIGS" \
     --steps "$BENCH_STEPS" --warmup 3 --timeout 60 >>"$LOG" 2>&1
 
 if [ -f "$DATA" ]; then

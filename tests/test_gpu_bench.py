@@ -15,12 +15,12 @@ import pytest
 
 from tinylm import backends
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "gpu.py"
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def bench(*args, cwd):
-    return subprocess.run([sys.executable, str(BENCH), *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+def bench(*args, cwd, script="gpu.py"):
+    return subprocess.run([sys.executable, str(BENCH / script), *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch not installed (pip install torch)")
@@ -38,9 +38,10 @@ def test_cpu_smoke_mode_measures_both_sides_and_writes_the_table(tmp_path):
 
 
 @pytest.mark.skipif(backends.availability("cupy")[0], reason="a GPU is present")
-def test_without_a_gpu_it_says_so_in_one_line(tmp_path):
-    result = bench("--out", tmp_path / "out", cwd=tmp_path)
+@pytest.mark.parametrize("script", ["gpu.py", "gpu_attention.py"])
+def test_without_a_gpu_it_says_so_in_one_line(tmp_path, script):
+    result = bench("--out", tmp_path / "out", cwd=tmp_path, script=script)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: bench/gpu.py needs an NVIDIA GPU: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: bench/{script} needs an NVIDIA GPU: "), result.stderr
     assert not (tmp_path / "out").exists()
