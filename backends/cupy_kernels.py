@@ -11,7 +11,8 @@ kernel does not cover (attention's head size above 128).
 
 What a forward saves differs from the reference's where that saves memory:
 cross-entropy keeps the per-row log-sum-exp instead of an (N, V) probability
-tensor, attention keeps y and the per-row log-sum-exp instead of (T, T) P.
+tensor, attention keeps y and the per-row log-sum-exp instead of (T, T) P
+(cupy_attention.py, flash tiles or cuBLAS products).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import cupy_attention
 from .cuda import philox, read_source, source_names
 from .cupy_backend import CupyKernels
 
@@ -29,7 +31,7 @@ THREADS = 256
 MAX_GRID = 8192                  # grid-stride kernels: enough blocks to fill an H100 several times
 NORM_BLOCKS = 64                 # blocks per tensor in the global-norm reduction (fixed: same sum order)
 LAYERNORM_BLOCKS = 512           # rows are strided over at most this many blocks in layernorm_backward
-ATTENTION_WARPS, ATTENTION_TILE, ATTENTION_MAX_D = 8, 32, 128    # as attention.cu
+CUBLAS_ATTENTION_BYTES = 2**30   # the cuBLAS attention path while its (B, H, T, T) matrix fits in this
 FLOAT = np.float32
 CUDA_OPTIONS = ("-std=c++17",)
 
@@ -37,12 +39,6 @@ CUDA_OPTIONS = ("-std=c++17",)
 class SavedLogits(NamedTuple):
     """What the fused softmax_xent_forward keeps: the logits (N, V) and lse (N,)."""
     logits: object
-    lse: object
-
-
-class SavedAttention(NamedTuple):
-    """What the fused attention_forward keeps: y (B, H, T, D) and lse (B, H, T)."""
-    y: object
     lse: object
 
 
@@ -88,9 +84,9 @@ class CudaKernels(CupyKernels):
     def __init__(self, xp, modules: dict, fallbacks: dict[str, str]):
         super().__init__(xp)
         self.modules, self.fallbacks = modules, fallbacks
-        # flash attention (memory linear in T) or the reference's cuBLAS products + softmax;
-        # bench/gpu_attention.py times both, so that the choice can follow the shape
-        self.flash_attention = True
+        # None: attention_path chooses by shape; "flash", "cublas" or "reference" force one
+        # (bench/gpu_attention.py times the three)
+        self.attention: str | None = None
 
     def _fused(self, family: str, *arrays) -> bool:
         return family in self.modules and all(a.dtype == FLOAT and a.size for a in arrays)
@@ -260,60 +256,34 @@ class CudaKernels(CupyKernels):
                                                                draw & 0xFFFFFFFF, draw >> 32 & 0xFFFFFFFF))))
         return out
 
-    # -- attention: flash-attention tiles, P never stored -----------------------------------
-    def attention_forward(self, q, k, v, scale):
-        flash = self.flash_attention and q.shape[-1] <= ATTENTION_MAX_D
-        if not (flash and self._fused("attention.cu", q, k, v)):
-            return super().attention_forward(q, k, v, scale)
-        xp = self.xp
+    # -- attention: flash tiles, or cuBLAS products + fused softmax rows (cupy_attention.py) --
+    def attention_path(self, q) -> str:
+        """"flash", "cublas" or "reference" for q (B, H, T, D): ``self.attention`` if it applies,
+        else cuBLAS while a (B, H, T, T) float32 matrix stays under CUBLAS_ATTENTION_BYTES, else flash."""
         B, H, T, D = q.shape
-        q, k, v = _same_strides(xp, q, k, v)
-        y = xp.empty((B, T, H, D), FLOAT).transpose(0, 2, 1, 3)        # (B, H, T, D) view: heads merge free
-        lse = xp.empty((B, H, T), FLOAT)
-        self._launch("attention.cu", "attention_forward",
-                     (-(-T // ATTENTION_WARPS), B * H), (32 * ATTENTION_WARPS,),
-                     (q, k, v, y, lse, np.int32(H), np.int32(T), np.int32(D), *_strides(q), *_strides(y),
-                      np.float32(scale)),
-                     shared_mem=4 * (ATTENTION_WARPS + 2 * ATTENTION_TILE) * (D + 1))
-        return y, SavedAttention(y, lse)
+        usable = [path for path, family in (("cublas", "causal_softmax.cu"), ("flash", "attention.cu"))
+                  if self._fused(family, q) and (path == "cublas" or D <= cupy_attention.MAX_D)]
+        if self.attention in usable or self.attention == "reference":
+            return self.attention
+        if "cublas" in usable and 4 * B * H * T * T <= CUBLAS_ATTENTION_BYTES:
+            return "cublas"
+        return usable[-1] if usable else "reference"
+
+    def attention_forward(self, q, k, v, scale):
+        path = self.attention_path(q)
+        if path == "reference":
+            return super().attention_forward(q, k, v, scale)
+        return cupy_attention.FORWARD[path](self, q, k, v, scale)
 
     def attention_backward(self, dy, q, k, v, saved, scale):
-        if not isinstance(saved, SavedAttention):
+        if not isinstance(saved, cupy_attention.SavedAttention):
             return super().attention_backward(dy, q, k, v, saved, scale)
-        xp = self.xp
-        B, H, T, D = q.shape
-        q, k, v = _same_strides(xp, q, k, v)
-        dy = dy if dy.strides[-1] == dy.itemsize else xp.ascontiguousarray(dy)
-        y, lse = saved
-        grid, block, dims = (-(-T // ATTENTION_WARPS), B * H), (32 * ATTENTION_WARPS,), \
-            (np.int32(H), np.int32(T), np.int32(D))
-        delta = xp.empty((B, H, T), FLOAT)
-        self._launch("attention.cu", "attention_backward_delta", grid, block,
-                     (dy, y, delta, *dims, *_strides(dy), *_strides(y)))
-        dq, dk, dv = (xp.empty((B, H, T, D), FLOAT) for _ in range(3))
-        tiles = 4 * (2 * ATTENTION_WARPS + 2 * ATTENTION_TILE) * (D + 1)
-        self._launch("attention.cu", "attention_backward_dkdv", grid, block,
-                     (dy, q, k, v, lse, delta, dk, dv, *dims, *_strides(q), *_strides(dy),
-                      np.float32(scale)), shared_mem=tiles + 4 * 2 * ATTENTION_TILE)
-        self._launch("attention.cu", "attention_backward_dq", grid, block,
-                     (dy, q, k, v, lse, delta, dq, *dims, *_strides(q), *_strides(dy), np.float32(scale)),
-                     shared_mem=tiles)
-        return dq, dk, dv
+        path = self.attention_path(q)
+        path = path if path != "reference" else ("cublas" if "causal_softmax.cu" in self.modules else "flash")
+        return cupy_attention.BACKWARD[path](self, dy, q, k, v, saved, scale)
 
 
 def _adamw_scalars(lr, beta1, beta2, eps, step, weight_decay):
     """The kernel's float arguments: lr, b1, b2, eps, wd, bias1 = 1 - b1^step, sqrt(1 - b2^step)."""
     return tuple(np.float32(x) for x in (lr, beta1, beta2, eps, weight_decay, 1 - beta1 ** step,
                                          math.sqrt(1 - beta2 ** step)))
-
-
-def _strides(a) -> tuple:
-    """(batch, head, time) strides of a (B, H, T, D) array, in elements, as the kernels take them."""
-    return tuple(np.int64(s // a.itemsize) for s in a.strides[:3])
-
-
-def _same_strides(xp, q, k, v):
-    """q, k, v sharing one layout with a contiguous last axis (views of one qkv are); else copies."""
-    if q.strides == k.strides == v.strides and q.strides[-1] == q.itemsize:
-        return q, k, v
-    return tuple(xp.ascontiguousarray(a) for a in (q, k, v))

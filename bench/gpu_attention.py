@@ -1,15 +1,15 @@
-"""Causal attention on one GPU: the cupy backend's flash kernel against cuBLAS products + softmax.
+"""Causal attention on one GPU, the cupy backend's three paths: flash, cuBLAS + fused softmax, reference.
 
     python bench/gpu_attention.py --out bench-gpu
 
-The reference path (NumpyKernels.attention_forward/_backward on CuPy arrays)
-runs two batched cuBLAS products and a softmax over a stored (B, H, T, T)
-matrix; the flash kernel (backends/cuda/attention.cu) never stores it. Both are
-timed forward and forward + backward at T = 64, 256 and 1024 with D = 64 and
-about 2^18 query rows in all (B x H x T), float32, matmuls with and without TF32
-(CUPY_TF32 is read once per process, so each setting is its own process).
-Writes attention.json and attention.md to --out; the table says which path
-wins at each T, which is how CudaKernels.flash_attention should be chosen.
+``flash`` (backends/cuda/attention.cu) never forms a (T, T) matrix; ``cublas``
+(backends/cupy_attention.py) forms it inside the op only, with cuBLAS products
+and one softmax pass per row; ``reference`` (NumpyKernels on CuPy arrays) keeps P
+from forward to backward. Each is timed forward and forward + backward at
+T = 64, 256 and 1024 with D = 64 and 2^18 query rows in all (B x H x T), float32,
+matmuls with and without TF32 (CUPY_TF32 is read once per process, so each
+setting is its own process). Writes attention.json and attention.md to --out;
+the table says which path wins at each T (CudaKernels.attention_path's choice).
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def worker() -> list[dict]:
         rng = np.random.default_rng(T)
         q, kk, v, dy = (backend.from_host(rng.standard_normal((1, BH, T, D)).astype(np.float32))
                         for _ in range(4))
-        for flash in (True, False):
-            k.flash_attention = flash
+        for path in ("flash", "cublas", "reference"):
+            k.attention = path
 
             def forward():
                 return k.attention_forward(q, kk, v, D ** -0.5)
@@ -63,7 +63,7 @@ def worker() -> list[dict]:
 
             pool = xp.get_default_memory_pool()
             pool.free_all_blocks()
-            rows.append({"T": T, "B*H": BH, "path": "flash" if flash else "cublas+softmax",
+            rows.append({"T": T, "B*H": BH, "path": path,
                          "forward_ms": 1e3 * time_call(forward, backend.synchronize),
                          "forward_backward_ms": 1e3 * time_call(both, backend.synchronize),
                          "pool_bytes": pool.total_bytes()})

@@ -12,6 +12,7 @@ tests/test_cuda_sources.py and run against the reference on a GPU
 """
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from numpy.lib.stride_tricks import as_strided
@@ -21,7 +22,7 @@ try:
 except ImportError:
     from numpy import byte_bounds                       # NumPy 1.x
 
-from tinylm.backends import cupy_kernels
+from tinylm.backends import cupy_attention, cupy_kernels
 from tinylm.backends.cuda import philox
 from tinylm.backends.cuda.flash_attention import flash_attention_backward, flash_attention_forward
 from tinylm.backends.cupy_kernels import CudaKernels, embedding_segments
@@ -155,6 +156,31 @@ def attention_backward_dq(dy, q, k, v, lse, delta, dq, *rest):
     dq[:] = _attention_grads(dy, q, k, v, lse, delta, *rest)[0]
 
 
+def _causal_rows(S, rows, T):
+    """S as (rows, T) with each row's query t and the causal mask (key s <= t)."""
+    rows, T = int(rows), int(T)
+    return S.reshape(rows, T), (np.arange(T)[None, :] <= (np.arange(rows) % T)[:, None])
+
+
+def causal_softmax_forward(S, lse, rows, T, scale):
+    S2, keep = _causal_rows(S, rows, T)
+    z = np.where(keep, scale * S2, -np.inf)
+    m = z.max(axis=1, keepdims=True)
+    lse[...] = (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))).reshape(lse.shape)
+    S2[:] = np.exp(z - lse.reshape(-1, 1))
+
+
+def causal_softmax_recompute(S, lse, rows, T, scale):
+    S2, keep = _causal_rows(S, rows, T)
+    S2[:] = np.where(keep, np.exp(scale * S2 - lse.reshape(-1, 1)), 0.0)
+
+
+def causal_softmax_backward(P, dP, rows, T, scale):
+    P2, _ = _causal_rows(P, rows, T)
+    g, _ = _causal_rows(dP, rows, T)
+    g[:] = P2 * (g - (g * P2).sum(axis=1, keepdims=True)) * scale
+
+
 def philox_uniform(out, n, key0, key1, draw_lo, draw_hi):
     out[:] = philox.uniform(int(n), int(key0) | int(key1) << 32, int(draw_lo) | int(draw_hi) << 32)
 
@@ -179,8 +205,8 @@ class HostKernels(CudaKernels):
         return list(arrays)
 
 
-FAMILIES = ["adamw.cu", "attention.cu", "embedding.cu", "gelu.cu", "layernorm.cu", "philox.cu",
-            "softmax_xent.cu"]
+FAMILIES = ["adamw.cu", "attention.cu", "causal_softmax.cu", "embedding.cu", "gelu.cu", "layernorm.cu",
+            "philox.cu", "softmax_xent.cu"]
 fused = HostKernels(np, {name: NumpyModule() for name in FAMILIES}, {})
 
 
@@ -235,23 +261,39 @@ def test_embedding_segments_list_each_index_s_rows_in_order():
     assert order.tolist() == [1, 5, 3, 0, 2, 4]
 
 
+@pytest.mark.parametrize("path", ["flash", "cublas"])
 @given(seed=st.integers(0, 2**32 - 1), T=st.sampled_from([1, 7, 8, 33, 70]),
        D=st.sampled_from([8, 32, 64, 128]), H=st.integers(1, 3))
-def test_attention_through_qkv_views_matches_the_reference(seed, T, D, H):
+def test_attention_through_qkv_views_matches_the_reference(path, seed, T, D, H):
     """q, k, v as the model passes them: strided views of one (B, T, 3, H, D) projection."""
     rng = np.random.default_rng(seed)
     qkv = rng.standard_normal((2, T, 3, H, D)).astype(np.float32)
     q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))     # (B, H, T, D) views
     dy = rng.standard_normal((2, T, H, D)).astype(np.float32).transpose(0, 2, 1, 3)
     scale = 1 / np.sqrt(D)
-    y, saved = fused.attention_forward(q, k, v, scale)
+    kernels = HostKernels(np, {name: NumpyModule() for name in FAMILIES}, {})
+    kernels.attention = path
+    assert kernels.attention_path(q) == path
+    y, saved = kernels.attention_forward(q, k, v, scale)
     want_y, P = REFERENCE.attention_forward(q, k, v, scale)
-    _close(y, want_y, "y")
-    assert isinstance(saved, cupy_kernels.SavedAttention)
-    assert y.transpose(0, 2, 1, 3).flags.c_contiguous        # heads merge back without a copy
-    for name, g, r in zip(("dq", "dk", "dv"), fused.attention_backward(dy, q, k, v, saved, scale),
+    _close(y, want_y, f"{path} y")
+    assert isinstance(saved, cupy_attention.SavedAttention)
+    if path == "flash":
+        assert y.transpose(0, 2, 1, 3).flags.c_contiguous    # heads merge back without a copy
+    for name, g, r in zip(("dq", "dk", "dv"), kernels.attention_backward(dy, q, k, v, saved, scale),
                           REFERENCE.attention_backward(dy, q, k, v, P, scale), strict=True):
-        _close(g, r, name)
+        _close(g, r, f"{path} {name}")
+
+
+def test_attention_path_follows_the_shape():
+    kernels = HostKernels(np, {name: NumpyModule() for name in FAMILIES}, {})
+    small, huge = (np.broadcast_to(np.float32(0), shape) for shape in ((2, 4, 64, 32), (64, 16, 4096, 64)))
+    assert kernels.attention_path(small) == "cublas"       # (B, H, T, T) fits: tensor-core products
+    assert kernels.attention_path(huge) == "flash"         # 64 GB of scores would not
+    assert kernels.attention_path(small.astype(np.float64)) == "reference"
+    assert kernels.attention_path(np.zeros((1, 1, 8, 256), np.float32)) == "cublas"   # D > 128: no flash
+    only_flash = HostKernels(np, {"attention.cu": NumpyModule()}, {"causal_softmax.cu": "failed"})
+    assert only_flash.attention_path(small) == "flash"
 
 
 def test_multi_tensor_adamw_and_clipping_match_one_tensor_at_a_time():

@@ -17,8 +17,8 @@ needs_nvrtc = pytest.mark.skipif(nvrtc.find_library() is None,
 
 
 def test_the_package_ships_every_kernel_source():
-    assert {"adamw.cu", "attention.cu", "embedding.cu", "gelu.cu", "layernorm.cu", "philox.cu",
-            "softmax_xent.cu"} <= set(source_names())
+    assert {"adamw.cu", "attention.cu", "causal_softmax.cu", "embedding.cu", "gelu.cu", "layernorm.cu",
+            "philox.cu", "softmax_xent.cu"} <= set(source_names())
     assert "common.cuh" in header_names()
 
 

@@ -46,6 +46,18 @@ def test_fused_kernel_matches_reference(kernel, sizes):
     check_kernel(kernel, "cupy", sizes)
 
 
+@pytest.mark.parametrize("path", ["flash", "cublas"])
+@pytest.mark.parametrize("kernel", ["attention_forward", "attention_backward"])
+@given(sizes=tiles)
+def test_both_attention_paths_match_reference(kernel, path, sizes):
+    kernels = fused_backend().kernels
+    kernels.attention = path
+    try:
+        check_kernel(kernel, "cupy", sizes)
+    finally:
+        kernels.attention = None
+
+
 def test_saved_values_are_linear_in_size():
     """Cross-entropy keeps lse (N,), not probs (N, V); attention keeps lse (B, H, T), not P (B, H, T, T)."""
     backend = fused_backend()
@@ -58,14 +70,19 @@ def test_saved_values_are_linear_in_size():
     assert saved.lse.shape == (1, 2, 1024)
 
 
-def test_long_sequence_attention_matches_reference():
+@pytest.mark.parametrize("path", ["flash", "cublas"])
+def test_long_sequence_attention_matches_reference(path):
     backend, rng = fused_backend(), np.random.default_rng(0)
     q, k, v, dy = (rng.standard_normal((1, 2, 1024, 64)).astype(np.float32) for _ in range(4))
     put, get = backend.from_host, backend.to_host
-    y, saved = backend.kernels.attention_forward(put(q), put(k), put(v), 0.125)
+    backend.kernels.attention = path
+    try:
+        y, saved = backend.kernels.attention_forward(put(q), put(k), put(v), 0.125)
+        got = backend.kernels.attention_backward(put(dy), put(q), put(k), put(v), saved, 0.125)
+    finally:
+        backend.kernels.attention = None
     want_y, P = REFERENCE.attention_forward(q, k, v, 0.125)
     np.testing.assert_allclose(get(y), want_y, rtol=1e-4, atol=1e-5)
-    got = backend.kernels.attention_backward(put(dy), put(q), put(k), put(v), saved, 0.125)
     for g, w in zip(got, REFERENCE.attention_backward(dy, q, k, v, P, 0.125)):
         np.testing.assert_allclose(get(g), w, rtol=1e-3, atol=1e-4)
 
