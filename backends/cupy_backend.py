@@ -10,6 +10,7 @@ tests/test_gpu_kernels.py check them against the reference on a GPU.
 from __future__ import annotations
 
 import importlib.util
+import time
 
 import numpy as np
 
@@ -126,7 +127,9 @@ class CupyBackend(Backend):
         self.xp.cuda.Device().synchronize()
 
     def describe(self) -> str:
-        fallbacks = getattr(self.kernels, "fallbacks", {})
+        fallbacks = getattr(self.kernels, "fallbacks", None)
+        if fallbacks is None:
+            return f"{describe()}, reference kernels"
         if not fallbacks:
             return f"{describe()}, fused CUDA kernels"
         reasons = "; ".join(f"{name}: {why}" for name, why in fallbacks.items())
@@ -158,8 +161,11 @@ def create() -> Backend:
     import cupy
 
     from .cupy_kernels import CudaKernels, compile_modules
+    t0 = time.perf_counter()
     modules, failures = compile_modules(cupy)
-    return CupyBackend(cupy, CudaKernels(cupy, modules, failures))
+    backend = CupyBackend(cupy, CudaKernels(cupy, modules, failures))
+    backend.compile_seconds = time.perf_counter() - t0       # reported apart from training time
+    return backend
 
 
 def create_reference() -> Backend:
