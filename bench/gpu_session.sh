@@ -8,9 +8,11 @@
 #   1. here:   mkdir -p .gpu-data && cp ../shared/data/tinyshakespeare.txt .gpu-data/
 #              grep -qx '/.gpu-data/' .git/info/exclude || echo /.gpu-data/ >> .git/info/exclude
 #   2. device: run(command="bash bench/gpu_session.sh", carry=[".gpu-data"], timeout_s=600)
-# Knobs (environment): TRAIN_ITERS (default 500; 5000 is the issue's full run, ~4 min more),
-# BENCH_CONFIGS (default shakespeare,cpu,gpt2), BENCH_STEPS (default 10), DATA.
-# Files back (at most 8): session.log, pytest-gpu.log, attention.json/.md, results.json/.md, train.log.
+# Knobs (environment): PHASES (default "tests attention bench train"), TRAIN_ITERS (default 500;
+# 5000 is the issue's full run: PHASES=train TRAIN_ITERS=5000, a call of its own), BENCH_CONFIGS
+# (default shakespeare,cpu,gpt2), BENCH_SIDES (default: all but torch-compile), BENCH_STEPS
+# (default 10), DATA. Files back (at most 8): session.log, pytest-gpu.log, attention.json/.md,
+# results.json/.md, train.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,8 @@ DATA=${DATA:-.gpu-data/tinyshakespeare.txt}
 TRAIN_ITERS=${TRAIN_ITERS:-500}
 BENCH_CONFIGS=${BENCH_CONFIGS:-shakespeare,cpu,gpt2}
 BENCH_STEPS=${BENCH_STEPS:-10}
+BENCH_SIDES=${BENCH_SIDES:-tinylm-fp32,tinylm-tf32,tinylm-reference,torch-fp32,torch-tf32,torch-bf16}
+PHASES=${PHASES:-tests attention bench train}
 export PYTHONUNBUFFERED=1 TINYLM_HYPOTHESIS_PROFILE=ci
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1   # OpenMPI's mpiexec refuses root otherwise
 LOG="$OUT/session.log"
@@ -45,24 +49,26 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >>"$LOG" 2>&1 || s
     python3 -m tinylm.backends.cuda.nvrtc
 } >>"$LOG" 2>&1
 
-# the kernels against the reference, the training run against NumPy, the 1-rank NCCL run
-phase 200 "GPU tests" bash -c "python3 -m pytest -q -p no:cacheprovider -m gpu tests/ \
-    && python3 -m pytest -q -p no:cacheprovider tests/test_backends.py -k cupy \
-    && python3 -m pytest -q -p no:cacheprovider tests/test_cuda_sources.py tests/test_cuda_host.py" \
-    >"$OUT/pytest-gpu.log" 2>&1
-grep -E "passed|failed|skipped|error" "$OUT/pytest-gpu.log" | tail -6 >>"$LOG"
+wants() { [[ " $PHASES " == *" $1 "* ]]; }
 
-phase 60 "bench/gpu_attention.py" python3 bench/gpu_attention.py --out "$OUT" >>"$LOG" 2>&1
+# the kernels against the reference, the training run against NumPy, exact resume, the 1-rank NCCL run
+wants tests && phase 220 "GPU tests" bash -c "python3 -m pytest -q -p no:cacheprovider -m gpu tests/ \
+    ; python3 -m pytest -q -p no:cacheprovider tests/test_backends.py -k cupy \
+    ; python3 -m pytest -q -p no:cacheprovider tests/test_cuda_sources.py tests/test_cuda_host.py" \
+    >"$OUT/pytest-gpu.log" 2>&1 && grep -E "passed|failed|skipped|error" "$OUT/pytest-gpu.log" | tail -6 >>"$LOG"
 
-phase 200 "bench/gpu.py" python3 bench/gpu.py --out "$OUT" --configs "$BENCH_CONFIGS" \
-    --steps "$BENCH_STEPS" --warmup 3 --timeout 60 >>"$LOG" 2>&1
+wants attention && phase 45 "bench/gpu_attention.py" python3 bench/gpu_attention.py --out "$OUT" >>"$LOG" 2>&1
 
-if [ -f "$DATA" ]; then
-    phase 110 "train shakespeare, $TRAIN_ITERS iterations" python3 -m tinylm.cli train \
-        --preset shakespeare --backend cupy --data "$DATA" --out /tmp/tinylm-shakespeare --overwrite \
-        --max-iters "$TRAIN_ITERS" --eval-interval 250 --eval-iters 50 >"$OUT/train.log" 2>&1
+wants bench && phase 170 "bench/gpu.py" python3 bench/gpu.py --out "$OUT" --configs "$BENCH_CONFIGS" \
+    --sides "$BENCH_SIDES" --steps "$BENCH_STEPS" --warmup 3 --timeout 60 >>"$LOG" 2>&1
+
+if wants train && [ -f "$DATA" ]; then
+    phase $((TRAIN_ITERS > 500 ? 590 : 90)) "train shakespeare, $TRAIN_ITERS iterations" \
+        python3 -m tinylm.cli train --preset shakespeare --backend cupy --data "$DATA" \
+        --out /tmp/tinylm-shakespeare --overwrite --max-iters "$TRAIN_ITERS" --eval-interval 250 \
+        --eval-iters 50 >"$OUT/train.log" 2>&1
     tail -4 "$OUT/train.log" >>"$LOG"
-else
+elif wants train; then
     say "no $DATA: training skipped (see the top of this script)"
 fi
 say "done in $((SECONDS - start)) s"
