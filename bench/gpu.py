@@ -19,8 +19,9 @@ between two device synchronisations. MFU divides the model's matmul FLOPs per
 step (bench/shakespeare_cpu.flops_per_step) by the step time and by the chip's
 dense peak for that precision (the vendor's figures, ``PEAKS``). Peak memory is
 what each library holds from the driver: CuPy's memory pool, torch's reserved
-bytes (its allocated peak is given too). Writes ``results.json`` and
-``results.md`` (device, date, table) to ``--out``.
+bytes (its allocated peak is given too). tinylm's step is also timed phase by
+phase (forward, backward, clipping, AdamW, synchronised between them). Writes
+``results.json`` and ``results.md`` (device, date, table) to ``--out``.
 """
 
 from __future__ import annotations
@@ -108,19 +109,41 @@ def run_tinylm(side: str, cfg: dict, device: str, warmup: int, steps: int) -> di
         data = [(backend.from_host(x), backend.from_host(y)) for x, y in batches(cfg)]
         model.train()
 
-        def step(i):
+        def step(i, mark=lambda phase: None):
             x, y = data[i % len(data)]
             opt.zero_grad()
             _, loss = model(x, y)
+            mark("forward")
             loss.backward()
+            mark("backward")
             clip_grad_norm(opt.params, GRAD_CLIP)
+            mark("clip")
             opt.step(LR)
+            mark("adamw")
 
         seconds = time_steps(step, warmup, steps, backend.synchronize)
         memory = None
         if device == "cuda":
             memory = backend.xp.get_default_memory_pool().total_bytes()
-        return {"seconds": seconds, "peak_bytes": memory, "describe": backend.describe()}
+        return {"seconds": seconds, "peak_bytes": memory, "describe": backend.describe(),
+                "phases_ms": phase_times(step, backend.synchronize)}
+
+
+def phase_times(step, synchronize, repeats: int = 3) -> dict[str, float]:
+    """Median ms of each phase of a step, synchronising between phases (slower than a free step)."""
+    times: dict[str, list[float]] = {}
+    for i in range(repeats):
+        synchronize()
+        last = time.perf_counter()
+
+        def mark(phase):
+            nonlocal last
+            synchronize()
+            now = time.perf_counter()
+            times.setdefault(phase, []).append(1e3 * (now - last))
+            last = now
+        step(i, mark)
+    return {phase: float(np.median(ms)) for phase, ms in times.items()}
 
 
 def run_torch(side: str, cfg: dict, device: str, warmup: int, steps: int) -> dict:
@@ -220,6 +243,10 @@ def table(rows: list[dict], header: str) -> str:
             memory += f" ({r['peak_allocated_bytes'] / 1e9:.2f} allocated)"
         lines.append(f"| {r['config']} | {r['side']} | {r['ms_per_iter']:.2f} | {r['tokens_per_s']:,.0f} | "
                      f"{mfu} | {memory} | {r['describe']} |")
+    phases = [f"- {r['config']} {r['side']}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["phases_ms"].items())
+              for r in rows if r.get("phases_ms")]
+    if phases:
+        lines += ["", "tinylm's step phase by phase (ms, synchronised between phases):", *phases]
     return "\n".join(lines) + "\n"
 
 

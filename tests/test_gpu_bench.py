@@ -33,8 +33,9 @@ def test_cpu_smoke_mode_measures_both_sides_and_writes_the_table(tmp_path):
     for row in report["rows"]:
         assert "error" not in row, row
         assert row["ms_per_iter"] > 0 and row["tokens_per_s"] > 0
+    assert set(report["rows"][0]["phases_ms"]) == {"forward", "backward", "clip", "adamw"}
     table = (tmp_path / "out" / "results.md").read_text()
-    assert "| tiny | torch-fp32 |" in table and report["device"] in table
+    assert "| tiny | torch-fp32 |" in table and report["device"] in table and "tiny tinylm-fp32: forward" in table
 
 
 @pytest.mark.skipif(backends.availability("cupy")[0], reason="a GPU is present")
