@@ -18,13 +18,12 @@ tensor, attention keeps y and the per-row log-sum-exp instead of (T, T) P
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from . import cupy_attention
-from .cuda import philox, read_source, source_names
+from .cuda import expanded_source, philox, source_names
 from .cupy_backend import CupyKernels
 
 THREADS = 256
@@ -44,11 +43,10 @@ class SavedLogits(NamedTuple):
 
 def compile_modules(cupy) -> tuple[dict, dict[str, str]]:
     """({family.cu: RawModule}, {family.cu: why it did not compile}) for every CUDA source."""
-    include = f"-I{Path(__file__).parent / 'cuda'}"
     modules, failures = {}, {}
     for name in source_names():
         try:
-            module = cupy.RawModule(code=read_source(name), options=(*CUDA_OPTIONS, include))
+            module = cupy.RawModule(code=expanded_source(name), options=CUDA_OPTIONS)
             module.compile()
             modules[name] = module
         except Exception as exc:  # noqa: BLE001 - CuPy raises CompileException, CUDADriverError...

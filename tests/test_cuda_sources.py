@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tinylm.backends.cuda import header_names, nvrtc, read_source, source_names
+from tinylm.backends.cuda import expanded_source, header_names, nvrtc, read_source, source_names
 
 needs_nvrtc = pytest.mark.skipif(nvrtc.find_library() is None,
                                  reason=f"NVRTC not installed; {nvrtc.INSTALL_HINT}")
@@ -37,10 +37,19 @@ def test_every_extern_kernel_is_in_the_ptx(name):
     """The names the cupy backend looks up exist, unmangled, in the compiled module."""
     kernels = re.findall(r'extern "C" __global__ void (\w+)\(', read_source(name))
     assert kernels, f"{name} defines no extern \"C\" kernel"
-    ptx = nvrtc.compile_source(read_source(name), name, "compute_80",
-                               headers=nvrtc.project_headers()).binary.decode()
+    ptx = nvrtc.compile_source(expanded_source(name), name, "compute_80").binary.decode()
     for kernel in kernels:
         assert f".entry {kernel}(" in ptx, f"{kernel} of {name} missing from the PTX"
+
+
+def test_headers_are_expanded_in_place_keeping_line_numbers():
+    expanded = expanded_source("layernorm.cu").splitlines()
+    original = read_source("layernorm.cu").splitlines()
+    at = next(i for i, line in enumerate(original) if line.startswith('#include "common.cuh"'))
+    assert expanded[at] == '#line 1 "common.cuh"' and "warp_sum" in "\n".join(expanded)
+    resumes = expanded.index(f'#line {at + 2} "layernorm.cu"')
+    assert expanded[resumes + 1:] == original[at + 1:]
+    assert not any(line.startswith("#include") for line in expanded)
 
 
 @needs_nvrtc

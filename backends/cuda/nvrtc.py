@@ -9,6 +9,9 @@ generated PTX (inline ``mma.sync``, register and shared-memory limits);
 read ``name.cu(LINE): error: ...``.
 
     python -m tinylm.backends.cuda.nvrtc        # compile every .cu for sm_80 and sm_90
+
+Headers are expanded into each source first (``tinylm.backends.cuda.expanded_source``),
+so what is compiled here is the text the cupy backend compiles.
 """
 
 from __future__ import annotations
@@ -98,20 +101,16 @@ def _read(prog, size_fn, get_fn) -> bytes:
     return buf.raw[:size.value]
 
 
-def compile_source(source: str, name: str, arch: str = "sm_90", options=OPTIONS,
-                   headers: dict[str, str] | None = None) -> Compiled:
+def compile_source(source: str, name: str, arch: str = "sm_90", options=OPTIONS) -> Compiled:
     """Compile CUDA C ``source`` (reported as ``name``) for ``arch``: "sm_XX" -> CUBIN, "compute_XX" -> PTX.
 
-    ``headers`` maps an ``#include "name"`` to its text. Raises CudaCompileError
-    carrying NVRTC's log when the source does not compile.
+    The source includes nothing (see ``expanded_source``). Raises CudaCompileError
+    carrying NVRTC's log when it does not compile.
     """
     lib = library()
     prog = ctypes.c_void_p()
-    headers = headers or {}
-    texts = (ctypes.c_char_p * len(headers))(*(t.encode() for t in headers.values()))
-    names = (ctypes.c_char_p * len(headers))(*(n.encode() for n in headers))
-    _check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), len(headers),
-                                  texts, names), "nvrtcCreateProgram")
+    _check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None),
+           "nvrtcCreateProgram")
     try:
         args = [f"--gpu-architecture={arch}".encode(), *(o.encode() for o in options)]
         argv = (ctypes.c_char_p * len(args))(*args)
@@ -128,16 +127,11 @@ def compile_source(source: str, name: str, arch: str = "sm_90", options=OPTIONS,
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
-def project_headers() -> dict[str, str]:
-    """The cupy backend's ``.cuh`` headers by include name."""
-    from tinylm.backends.cuda import header_names, read_source
-    return {name: read_source(name) for name in header_names()}
-
-
 def compile_project_source(name: str, arch: str) -> Compiled:
-    """One of the cupy backend's ``.cu`` sources, with its headers, for ``arch``."""
-    from tinylm.backends.cuda import read_source
-    return compile_source(read_source(name), name, arch, headers=project_headers())
+    """One of the cupy backend's ``.cu`` sources for ``arch``, its headers expanded in place:
+    the very text ``cupy_backend.create()`` compiles."""
+    from tinylm.backends.cuda import expanded_source
+    return compile_source(expanded_source(name), name, arch)
 
 
 def main() -> int:
