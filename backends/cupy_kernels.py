@@ -85,6 +85,7 @@ class CudaKernels(CupyKernels):
         # None: attention_path chooses by shape; "flash", "cublas" or "reference" force one
         # (bench/gpu_attention.py times the three)
         self.attention: str | None = None
+        self._small_arrays: dict = {}             # _on_device's cache
 
     def _fused(self, family: str, *arrays) -> bool:
         return family in self.modules and all(a.dtype == FLOAT and a.size for a in arrays)
@@ -204,8 +205,8 @@ class CudaKernels(CupyKernels):
             return
         xp = self.xp
         grads = [self._c(g) for g in grads]
-        sizes = xp.asarray([p.size for p in params], dtype=xp.int64)
-        wds = xp.asarray(weight_decays, dtype=FLOAT)
+        sizes = self._on_device(tuple(p.size for p in params), xp.int64)
+        wds = self._on_device(tuple(weight_decays), FLOAT)
         scalars = _adamw_scalars(lr, beta1, beta2, eps, step, 0.0)
         lr_, b1, b2, eps_, _, bias1, sqrt_bias2 = scalars
         self._launch("adamw.cu", "adamw_update_many",
@@ -223,7 +224,7 @@ class CudaKernels(CupyKernels):
             return None
         xp = self.xp
         grads = [self._c(g) for g in grads]
-        sizes = xp.asarray([g.size for g in grads], dtype=xp.int64)
+        sizes = self._on_device(tuple(g.size for g in grads), xp.int64)
         part = xp.empty(len(grads) * NORM_BLOCKS, FLOAT)
         self._launch("adamw.cu", "sum_of_squares_many", (NORM_BLOCKS, len(grads)), (THREADS,),
                      (self._pointers(grads), sizes, part))
@@ -240,7 +241,17 @@ class CudaKernels(CupyKernels):
 
     def _pointers(self, arrays):
         """A device array of the arrays' addresses, for a multi-tensor kernel's ``float**``."""
-        return self.xp.asarray([a.data.ptr for a in arrays], dtype=self.xp.uint64)
+        return self._on_device(tuple(a.data.ptr for a in arrays), self.xp.uint64)
+
+    def _on_device(self, values: tuple, dtype):
+        """``values`` as a device array, kept for the next call with the same values: parameters
+        and moments keep their addresses, and CuPy's pool mostly hands gradients the same ones."""
+        key = (values, np.dtype(dtype).str)
+        if key not in self._small_arrays:
+            if len(self._small_arrays) >= 64:
+                self._small_arrays.pop(next(iter(self._small_arrays)))        # the oldest
+            self._small_arrays[key] = self.xp.asarray(values, dtype=dtype)
+        return self._small_arrays[key]
 
     # -- dropout's uniforms: Philox4x32-10, the same bits as cuda/philox.py -----------------
     def philox_uniform(self, n: int, seed: int, draw: int):

@@ -364,3 +364,14 @@ def test_the_optimizer_and_clipping_use_the_multi_tensor_kernels(monkeypatch):
     _close(got_norm, want_norm, "norm")
     for g, w in zip(got, want):
         _close(g, w, "parameters after one step")
+
+
+def test_small_device_arrays_are_reused_only_for_the_same_values():
+    kernels = CudaKernels(np, {}, {})
+    sizes = kernels._on_device((3, 5), np.int64)
+    assert kernels._on_device((3, 5), np.int64) is sizes and sizes.tolist() == [3, 5]
+    assert kernels._on_device((3, 6), np.int64).tolist() == [3, 6]
+    assert kernels._on_device((3, 5), np.float32).dtype == np.float32
+    for n in range(100):
+        kernels._on_device((n,), np.int64)
+    assert len(kernels._small_arrays) == 64 and kernels._on_device((99,), np.int64).tolist() == [99]
