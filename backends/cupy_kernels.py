@@ -6,8 +6,8 @@ backends/numpy_backend.py and runs the kernel of the same name in
 is created (``cupy.RawModule``, i.e. CuPy's NVRTC); a family that does not
 compile is listed in ``fallbacks`` with the reason. A method runs the reference
 on CuPy arrays (``CupyKernels``) when its family did not compile, for dtypes
-other than float32 (float64 gradient checks), for empty inputs, and for shapes a
-kernel does not cover (attention's head size above 128).
+other than float32 (float64 gradient checks) and for empty inputs; attention
+chooses between two fused paths by shape (``attention_path``).
 
 What a forward saves differs from the reference's where that saves memory:
 cross-entropy keeps the per-row log-sum-exp instead of an (N, V) probability
