@@ -39,9 +39,10 @@ def test_cpu_smoke_mode_measures_both_sides_and_writes_the_table(tmp_path):
 
 
 @pytest.mark.skipif(backends.availability("cupy")[0], reason="a GPU is present")
-@pytest.mark.parametrize("script", ["gpu.py", "gpu_attention.py"])
+@pytest.mark.parametrize("script", ["gpu.py", "gpu_attention.py", "gpu_graph_probe.py"])
 def test_without_a_gpu_it_says_so_in_one_line(tmp_path, script):
-    result = bench("--out", tmp_path / "out", cwd=tmp_path, script=script)
+    args = () if script == "gpu_graph_probe.py" else ("--out", tmp_path / "out")
+    result = bench(*args, cwd=tmp_path, script=script)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: bench/{script} needs an NVIDIA GPU: "), result.stderr
