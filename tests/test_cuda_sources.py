@@ -64,3 +64,14 @@ def test_without_nvrtc_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setattr(nvrtc, "_lib", None)
     with pytest.raises(nvrtc.BackendUnavailable, match=r"tinylm\[cuda-compile\]"):
         nvrtc.library()
+
+
+@pytest.mark.parametrize("name", source_names())
+@needs_nvrtc
+def test_no_kernel_spills_registers_on_sm_90(name):
+    """ptxas's report (-v): a kernel that spills to local memory is slower than it looks."""
+    log = nvrtc.compile_source(expanded_source(name), name, "sm_90",
+                               options=(*nvrtc.OPTIONS, "--ptxas-options=-v")).log
+    reports = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    assert reports, f"{name}: no ptxas report in the log"
+    assert all(stores == loads == "0" for stores, loads in reports), f"{name} spills:\n{log}"
