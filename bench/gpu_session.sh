@@ -7,7 +7,7 @@
 #
 # From a session that has a device machine (its image holds CuPy, PyTorch, mpi4py, NVRTC):
 #   1. here:   mkdir -p .gpu-data && cp ../shared/data/tinyshakespeare.txt .gpu-data/
-#              grep -qx '/.gpu-data/' .git/info/exclude || echo /.gpu-data/ >> .git/info/exclude
+#              x=$(git rev-parse --git-path info/exclude); grep -qx /.gpu-data/ "$x" || echo /.gpu-data/ >>"$x"
 #   2. device: run(command="bash bench/gpu_session.sh", carry=[".gpu-data"], timeout_s=600)
 # Knobs (environment): PHASES (default "tests attention graphs bench train"), TRAIN_ITERS (default 500;
 # 5000 is the full run: PHASES=train TRAIN_ITERS=5000, a call of its own), BENCH_CONFIGS
@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 
 OUT=${OUT:-$(mktemp -d)}
 DATA=${DATA:-.gpu-data/tinyshakespeare.txt}
+[ -f "$DATA" ] || [ ! -f shared/data/tinyshakespeare.txt ] || DATA=shared/data/tinyshakespeare.txt
 TRAIN_ITERS=${TRAIN_ITERS:-500}
 BENCH_CONFIGS=${BENCH_CONFIGS:-shakespeare,cpu,gpt2}
 BENCH_STEPS=${BENCH_STEPS:-10}
