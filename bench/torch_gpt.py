@@ -2,7 +2,8 @@
 
 Pre-LN blocks, fused qkv projection, causal ``scaled_dot_product_attention``,
 GELU in its tanh form (as tinylm and GPT-2), tied input/output embedding,
-AdamW with decay on matrices only. ``from_tinylm`` copies a tinylm GPT's
+dropout where tinylm has it (embeddings, attention and MLP outputs; none on
+the attention probabilities), AdamW with decay on matrices only. ``from_tinylm`` copies a tinylm GPT's
 weights, so both sides start from the same numbers and see the same batches.
 Needs ``pip install torch`` (an optional dependency of the benchmarks only).
 """
@@ -23,6 +24,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = cfg.n_head
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(getattr(cfg, "dropout", 0.0))
 
     def forward(self, x):
         B, T, C = x.shape
@@ -30,7 +32,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
                    for t in (q, k, v))                                    # (B, H, T, D)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
 
 class MLP(nn.Module):
@@ -38,9 +40,10 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(getattr(cfg, "dropout", 0.0))
 
     def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
 
 
 class Block(nn.Module):
@@ -57,7 +60,7 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """Token ids (B, T) -> logits (B, T, V) and the mean cross-entropy (dropout 0)."""
+    """Token ids (B, T) -> logits (B, T, V) and the mean cross-entropy."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -65,10 +68,11 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.drop = nn.Dropout(getattr(cfg, "dropout", 0.0))
 
     def forward(self, idx, targets):
         T = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(T))
+        x = self.drop(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))
         for block in self.blocks:
             x = block(x)
         logits = self.ln_f(x) @ self.wte.weight.T                        # tied weights
@@ -93,11 +97,17 @@ def from_tinylm(cfg, state: dict[str, np.ndarray]) -> GPT:
     return model
 
 
-def make_optimizer(model: GPT, lr: float, betas, weight_decay: float) -> torch.optim.AdamW:
-    """nanoGPT's configure_optimizers: decay matrices and embeddings, not biases and gains."""
+def make_optimizer(model: GPT, lr: float, betas, weight_decay: float,
+                   fused: bool = False) -> torch.optim.AdamW:
+    """nanoGPT's configure_optimizers: decay matrices and embeddings, not biases and gains.
+
+    ``fused``: one CUDA kernel for every parameter (nanoGPT's choice on a GPU); else foreach.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    if fused:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
 
 

@@ -76,6 +76,8 @@ def launch(*ranks: list[str], timeout: float = 60) -> subprocess.CompletedProces
         command += ([":"] if i else []) + ["-n", "1", *map(str, argv)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # OpenMPI refuses root without both; MPICH ignores them
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 

@@ -48,14 +48,21 @@ class AdamW:
         """One update of every parameter that has a gradient, at ``lr`` (default self.lr)."""
         lr = self.lr if lr is None else lr
         self.step_count += 1
-        update = backends.current().kernels.adamw_update
-        i = 0
+        live, i = [], 0
         for group, wd in self.groups:
             for p in group:
                 if p.grad is not None:
-                    update(p.data, p.grad, self.m[i], self.v[i], lr, self.betas[0],
-                           self.betas[1], self.eps, wd, self.step_count)
+                    live.append((p, self.m[i], self.v[i], wd))
                 i += 1
+        kernels = backends.current().kernels
+        if live and hasattr(kernels, "adamw_update_many"):  # cupy: every tensor in one launch
+            ps, ms, vs, wds = zip(*live)
+            kernels.adamw_update_many([p.data for p in ps], [p.grad for p in ps], ms, vs, wds, lr,
+                                      self.betas[0], self.betas[1], self.eps, self.step_count)
+            return
+        for p, m, v, wd in live:
+            kernels.adamw_update(p.data, p.grad, m, v, lr, self.betas[0], self.betas[1], self.eps,
+                                 wd, self.step_count)
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -102,6 +109,12 @@ def clip_grad_norm(params, max_norm: float):
     params = [p for p in params if p.grad is not None]
     if not params:
         return xp.zeros(())
+    fused = getattr(backends.current().kernels, "clip_grad_norm_many", None)   # cupy: 3 launches in all
+    clipped = fused([p.grad for p in params], max_norm) if fused else None
+    if clipped is not None:
+        for p, g in zip(params, clipped[0]):
+            p.grad = g
+        return clipped[1]
     total = xp.sqrt(sum(xp.vdot(p.grad, p.grad) for p in params))      # vdot: no g*g temporary
     if max_norm > 0:
         scale = xp.minimum(1.0, max_norm / (total + 1e-6)).astype(params[0].grad.dtype)
