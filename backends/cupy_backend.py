@@ -16,7 +16,6 @@ import numpy as np
 
 from .base import Backend
 from .cupy_random import PhiloxGenerator
-from .numpy_backend import NumpyKernels
 
 NAME = "cupy"
 INSTALL_HINT = "pip install 'tinylm[gpu]' (CUDA 12) or 'tinylm[gpu-cuda13]' (CUDA 13)"
@@ -100,16 +99,6 @@ def describe() -> str:
     return f"CuPy {cupy.__version__} on {name}"
 
 
-class CupyKernels(NumpyKernels):
-    """Reference kernels on CuPy arrays, with GPU-safe replacements where NumPy idioms differ."""
-
-    def embedding_backward(self, dy, idx, vocab_size):
-        import cupyx
-        dW = self.xp.zeros((vocab_size, dy.shape[1]), dtype=dy.dtype)
-        cupyx.scatter_add(dW, idx, dy)
-        return dW
-
-
 class CupyBackend(Backend):
     name = NAME
 
@@ -171,4 +160,6 @@ def create() -> Backend:
 def create_reference() -> Backend:
     """The backend running the reference kernels on CuPy arrays (what bench/gpu.py compares against)."""
     import cupy
+    from .cupy_kernels import CupyKernels
+
     return CupyBackend(cupy, CupyKernels(cupy))

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import cupy_attention
 from .cuda import expanded_source, philox, source_names
-from .cupy_backend import CupyKernels
+from .numpy_backend import NumpyKernels
 
 THREADS = 256
 MAX_GRID = 8192                  # grid-stride kernels: enough blocks to fill an H100 several times
@@ -33,6 +33,16 @@ LAYERNORM_BLOCKS = 512           # rows are strided over at most this many block
 CUBLAS_ATTENTION_BYTES = 2**30   # the cuBLAS attention path while its (B, H, T, T) matrix fits in this
 FLOAT = np.float32
 CUDA_OPTIONS = ("-std=c++17",)
+
+
+class CupyKernels(NumpyKernels):
+    """Reference kernels on CuPy arrays, with GPU-safe replacements where NumPy idioms differ."""
+
+    def embedding_backward(self, dy, idx, vocab_size):
+        import cupyx
+        dW = self.xp.zeros((vocab_size, dy.shape[1]), dtype=dy.dtype)
+        cupyx.scatter_add(dW, idx, dy)
+        return dW
 
 
 class SavedLogits(NamedTuple):

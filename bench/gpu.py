@@ -2,7 +2,7 @@
 
     python bench/gpu.py --out bench-gpu                      # every side on the three configs
     python bench/gpu.py --configs shakespeare --sides tinylm-fp32,torch-tf32 --out bench-gpu
-    python bench/gpu.py --device cpu --tiny --out /tmp/smoke # the script itself, on the CPU
+    python bench/gpu.py --device cpu --tiny --out runs/gpu-smoke # the script itself, on the CPU
 
 Sides: ``tinylm-fp32`` (the cupy backend, fused CUDA kernels), ``tinylm-tf32``
 (the same with CuPy's matmuls in TF32, ``CUPY_TF32=1``), ``tinylm-reference``

@@ -69,7 +69,7 @@ wants bench && phase 160 "bench/gpu.py" python3 bench/gpu.py --out "$OUT" --conf
 if wants train && [ -f "$DATA" ]; then
     phase $((TRAIN_ITERS > 500 ? 590 : 90)) "train shakespeare, $TRAIN_ITERS iterations" \
         python3 -m tinylm.cli train --preset shakespeare --backend cupy --data "$DATA" \
-        --out /tmp/tinylm-shakespeare --overwrite --max-iters "$TRAIN_ITERS" --eval-interval 250 \
+        --out "$(mktemp -d)/shakespeare" --overwrite --max-iters "$TRAIN_ITERS" --eval-interval 250 \
         --eval-iters 50 >"$OUT/train.log" 2>&1
     tail -4 "$OUT/train.log" >>"$LOG"
 elif wants train; then
