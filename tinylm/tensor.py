@@ -214,3 +214,8 @@ def as_tensor(value, like: Tensor | None = None) -> Tensor:
         return value
     dtype = like.dtype if like is not None and not hasattr(value, "dtype") else None
     return Tensor(value, dtype=dtype)
+
+
+# Tensor's operators (a + b, a @ b, x[i]) are the primitives of tinylm.ops, which imports
+# this module: imported last, so that importing Tensor from anywhere gives it its operators.
+from tinylm import ops  # noqa: E402,F401
