@@ -31,7 +31,7 @@ from tinylm.checkpoint_schema import check_finite, check_metadata
 from tinylm.errors import CheckpointError, ConfigError
 from tinylm.fileio import remove_stale_temporaries
 from tinylm.resources import count_parameters
-from tinylm.safetensors import read_file, save_file
+from tinylm.safetensors import read_file, read_header, save_file
 
 FORMAT = "tinylm-checkpoint"
 VERSION = 1
@@ -118,7 +118,7 @@ def load_checkpoint(location) -> Checkpoint:
     if not path.exists():
         hint = f"; train one with: tinylm train --out {path.parent}" if path.parent.is_dir() else ""
         raise CheckpointError(f"no checkpoint at {path}{hint}")
-    header, tensors = read_file(path)  # header checked before any tensor is read
+    header = read_header(path)  # no tensor is read until the header and metadata pass
     metadata = header.metadata
     _check_canonical_header(path, header.raw)
     if META_KEY not in metadata:
@@ -139,15 +139,18 @@ def load_checkpoint(location) -> Checkpoint:
         raise CheckpointError(f"{path} has checkpoint format version {meta.get('version')!r}; this "
                               f"tinylm reads version {VERSION}")
     sums = meta.get("sha256")
-    if not isinstance(sums, dict) or set(sums) != set(tensors) \
+    if not isinstance(sums, dict) or set(sums) != set(header.entries) \
             or not all(isinstance(v, str) for v in sums.values()):
         raise CheckpointError(f"{path}: the tensor list does not match the manifest "
                               "(file modified or corrupted)")
+    check_metadata(path, meta)  # the digests show the file is unchanged, not that it is sane
+    again, tensors = read_file(path)
+    if again.raw != header.raw:
+        raise CheckpointError(f"{path} changed while it was read; load it again")
     for name, array in tensors.items():
         if _digest(array) != sums[name]:
             raise CheckpointError(f"{path}: tensor {name} fails its SHA-256 check "
                                   "(file modified or corrupted)")
-    check_metadata(path, meta)  # the digests show the file is unchanged, not that it is sane
     check_finite(path, tensors)
     try:
         model = meta["model"]

@@ -183,7 +183,11 @@ def _read_tensor(fh, path: Path, name: str, entry, data_start: int) -> np.ndarra
     """One tensor's bytes, read into an array of its declared (already bounded) size."""
     dtype_name, shape, (begin, end) = entry
     stored = _STORED_DTYPES[dtype_name]
-    array = np.empty(shape, dtype=stored)
+    try:
+        array = np.empty(shape, dtype=stored)
+    except MemoryError:  # the size is the file's own: say so, not "try a smaller batch"
+        raise CheckpointError(f"{path}: not enough memory to read tensor {name!r} "
+                              f"({end - begin:,} bytes)") from None
     fh.seek(data_start + begin)
     if fh.readinto(array.reshape(-1).view(np.uint8)) != end - begin:
         raise CheckpointError(f"{path}: file shrank while tensor {name!r} was read")
