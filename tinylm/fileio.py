@@ -151,7 +151,13 @@ def read_bounded(path: str | os.PathLike, limit: int, what: str, error: type[Exc
         if size > limit:
             raise error(f"{what} {path} is {size:,} bytes, more than the {limit:,} read{hint}")
         try:
-            data = fh.read(limit + 1)  # a file that grows while we read cannot exceed the limit
+            # read() allocates what it is asked for: ask for the size, not the limit
+            data = fh.read(size + 1)
+            while len(data) <= limit and len(data) > size:  # it grew (or is a /proc file of size 0)
+                more = fh.read(min(2**20, limit + 1 - len(data)))
+                if not more:
+                    break
+                data += more
         except OSError as exc:
             raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if len(data) > limit:
