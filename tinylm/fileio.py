@@ -133,6 +133,8 @@ def open_regular(path: str | os.PathLike, what: str, error: type[Exception]) -> 
         raise error(f"cannot read {what} {path}: permission denied") from None
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL byte or a lone surrogate: no file can have that name
+        raise error(f"cannot read {what} {str(path)!r:.200}: not a valid file name") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)

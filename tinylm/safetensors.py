@@ -233,7 +233,7 @@ def _check_entry(path: Path, name: str, entry: object,
             f"{where}: entry must be an object with dtype, shape and data_offsets, got {entry!r:.100}"
         )
     dtype_name, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype_name not in _STORED_DTYPES:
+    if not isinstance(dtype_name, str) or dtype_name not in _STORED_DTYPES:
         raise CheckpointError(f"{where}: unknown dtype {dtype_name!r}; supported: {', '.join(_STORED_DTYPES)}")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
         raise CheckpointError(f"{where}: shape must be a list of non-negative integers, got {shape!r:.100}")

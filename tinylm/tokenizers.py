@@ -166,7 +166,7 @@ class WithSpecialTokens:
 
     def __init__(self, base, names: Sequence[str] = ("[PAD]", "[MASK]", "[CLS]")):
         names = tuple(names)
-        if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
             raise ConfigError(f"special token names must be distinct non-empty strings, got {names!r:.80}")
         self.base, self.names = base, names
 
