@@ -7,6 +7,11 @@ the same directory (same filesystem, so the rename is atomic), flush it to the
 disk with ``fsync``, and only then ``os.replace`` it onto the target. Errors are
 re-raised as the original ``OSError``: the caller decides whether that is a
 ``CheckpointError`` or something else.
+
+Reading is the other way round: a path from a user may name a FIFO (a plain
+``open`` waits forever for a writer), ``/dev/zero`` (endless) or a file of any
+size. ``read_bounded`` opens without blocking, refuses anything but a regular
+file by name, and refuses more than a given number of bytes before reading them.
 """
 
 from __future__ import annotations
