@@ -275,3 +275,13 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeyp
     assert after.train["step"] == 2 and same_arrays(after.weights, good.weights), line
     left = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)  # the lock file stays
     assert left == [FILENAME]  # no temporary file left behind
+
+
+def test_a_full_disk_at_the_first_save_does_not_suggest_resuming_what_does_not_exist(tmp_path,
+                                                                                        monkeypatch):
+    data = write_corpus(tmp_path)
+    monkeypatch.setattr("tinylm.fileio.os", _FullDisk(room=100))
+    result = invoke("train", "--data", data, "--out", tmp_path / "run", *TINY_ARGS)
+    line = assert_one_line_error(result, "could not save the checkpoint at step 2",
+                                 "no checkpoint of this run was written", "run the same command again")
+    assert "--resume" not in line and not (tmp_path / "run" / FILENAME).exists()
