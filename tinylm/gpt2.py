@@ -83,7 +83,7 @@ def gpt_config(hf: dict) -> GPTConfig:
         (field("activation_function", "gelu_new") not in TANH_GELUS,
          f"activation_function {field('activation_function')!r} (tinylm's GELU is the tanh form: {TANH_GELUS})"),
         (field("layer_norm_epsilon", 1e-5) != 1e-5, f"layer_norm_epsilon {field('layer_norm_epsilon')} (need 1e-5)"),
-        (field("n_inner") not in (None, 4 * field("n_embd", 0)), f"n_inner {field('n_inner')} (need 4 * n_embd)"),
+        (field("n_inner") not in (None, 4 * (field("n_embd") or 0)), f"n_inner {field('n_inner')} (need 4 * n_embd)"),
         (not field("scale_attn_weights", True), "scale_attn_weights false"),
         (field("scale_attn_by_inverse_layer_idx", False), "scale_attn_by_inverse_layer_idx true"),
         (field("add_cross_attention", False), "add_cross_attention true"),
