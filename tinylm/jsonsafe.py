@@ -24,7 +24,7 @@ import json
 import math
 import re
 
-MAX_DEPTH = 64          # tinylm writes at most ~6 levels; GPT-2's files 2
+MAX_DEPTH = 64          # a tinylm checkpoint nests 5 levels; GPT-2's files 2
 MAX_INT_DIGITS = 40     # PCG64 generator states in checkpoints are 128-bit: 39 digits
 # Strings (with their escapes) are skipped by the depth scan; written without a nested
 # quantifier, so an unterminated string cannot make the regex backtrack.
