@@ -273,8 +273,10 @@ def test_a_lock_left_by_a_killed_writer_is_taken_over(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / ".lock").write_text("pid 999999 on elsewhere\n")  # what a kill -9 leaves behind
+    (out / ".probe.999999.0a1b2c3d.tmp").write_text("tinylm")  # killed while probing
     with exclusive(out):
         assert (out / ".lock").read_text().startswith(f"pid {os.getpid()} on ")
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
 
 
 def test_the_lock_refuses_a_second_holder_in_this_process_too(tmp_path):

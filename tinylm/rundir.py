@@ -11,7 +11,8 @@ a writer on another host. Without fcntl, on Windows, no lock is taken.)
 
 An unwritable ``--out`` (read-only, ``/dev/null``, ``/proc``, a symlink loop)
 is found by creating the directory and writing, renaming and removing a probe
-file in it, before any data is read, not at the first save steps later.
+file in it, before any data is read, not at the first save steps later. (A full
+disk can still surface only at a save: the probe writes 6 bytes.)
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from tinylm.errors import ConfigError, TinyLMError
-from tinylm.fileio import file_kind
+from tinylm.fileio import file_kind, remove_stale_temporaries
 
 try:
     import fcntl
@@ -67,14 +69,15 @@ def prepare(out) -> Path:
         raise ConfigError(f"--out {out} is {kind}, not a directory; pass another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".probe.{os.getpid()}.tmp"
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        remove_stale_temporaries(out / "probe")  # left by a run killed while it probed
+        # named like atomic_writer's temporaries, so that remove_stale_temporaries knows them
+        probe = out / f".probe.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             os.write(fd, b"tinylm")
-            os.fsync(fd)
         finally:
             os.close(fd)
-        renamed = probe.with_name(probe.name + ".renamed")
+        renamed = probe.with_suffix(".renamed.tmp")
         os.replace(probe, renamed)  # checkpoints are saved by a rename within the directory
         os.unlink(renamed)
     except OSError as exc:
