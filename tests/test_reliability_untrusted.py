@@ -272,8 +272,10 @@ def test_a_lock_left_by_a_killed_writer_is_taken_over(tmp_path):
 
     out = tmp_path / "run"
     out.mkdir()
-    (out / ".lock").write_text("pid 999999 on elsewhere\n")  # what a kill -9 leaves behind
-    (out / ".probe.999999.0a1b2c3d.tmp").write_text("tinylm")  # killed while probing
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # a pid that no longer runs
+    (out / ".lock").write_text(f"pid {dead} on elsewhere\n")  # what a kill -9 leaves behind
+    (out / f".probe.{dead}.0a1b2c3d.tmp").write_text("tinylm")  # killed while probing
     with exclusive(out):
         assert (out / ".lock").read_text().startswith(f"pid {os.getpid()} on ")
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
