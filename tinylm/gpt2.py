@@ -31,7 +31,7 @@ from tinylm import backends, jsonsafe
 from tinylm.bpe import BPETokenizer, str_to_token, token_to_str, utf8
 from tinylm.errors import CheckpointError, ConfigError, DataError
 from tinylm.fileio import atomic_write_bytes, read_bounded
-from tinylm.jsonsafe import field, is_int, kind_of
+from tinylm.jsonsafe import is_int, kind_of
 from tinylm.models import GPT, GPTConfig
 from tinylm.resources import check_inference, count_parameters
 from tinylm.safetensors import Header, load_file, read_header, save_file
@@ -182,7 +182,7 @@ def _weight_files(directory: Path) -> list[Path]:
     if single.exists():
         return [single]
     if index.exists():
-        weight_map = field(read_json(index), "weight_map", dict, str(index), CheckpointError)
+        weight_map = jsonsafe.field(read_json(index), "weight_map", dict, str(index), CheckpointError)
         for shard in weight_map.values():
             if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
                 raise CheckpointError(f"{index}: shard {shard!r:.60} is not a file name in {directory}")
