@@ -11,6 +11,7 @@ line on stderr and a non-zero exit (2: usage, 1: runtime), never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shlex
@@ -144,9 +145,16 @@ def train(preset, config_file, data, val_fraction, out, resume, overwrite, distr
     from tinylm.distributed import SingleProcess, connect
 
     comm = connect(backend, dist_timeout) if distributed else SingleProcess()  # NCCL picks the GPU
-    with comm.abort_on_error():
+    with comm.abort_on_error(), _sole_writer(out, comm.rank):
         return _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite,
                       backend, threads, values, objective, tokenizer_file)
+
+
+def _sole_writer(out, rank: int):
+    """Rank 0 holds --out's lock for the run (probing that it is writable first); others write nothing."""
+    from tinylm import rundir
+
+    return rundir.exclusive(out) if rank == 0 else contextlib.nullcontext()
 
 
 def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite, backend,

@@ -7,7 +7,9 @@ acceptance figures of issue 8; the default (ci) keeps the whole set under ~90 s.
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +95,69 @@ def report(capsys, line: str) -> None:
 
 def same_arrays(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------- hostile files
+def forge_checkpoint(source: Path, directory: Path, edit=lambda meta: None, tensors=lambda t: t,
+                     text=lambda s: s) -> Path:
+    """A copy of ``source``'s checkpoint in ``directory`` with consistent digests: ``edit``
+    changes the metadata dict in place, ``tensors`` the arrays, ``text`` the JSON text."""
+    from tinylm import checkpoint as ck
+    from tinylm.safetensors import load_file, save_file
+
+    arrays, metadata = load_file(ck.checkpoint_path(source))
+    meta = json.loads(metadata[ck.META_KEY])
+    edit(meta)
+    arrays = tensors(arrays)
+    meta["sha256"] = {name: ck._digest(a) for name, a in arrays.items()}
+    document = text(json.dumps(meta))
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    path = Path(directory) / ck.FILENAME
+    save_file(arrays, path, {ck.META_KEY: document, ck.META_DIGEST_KEY: ck._text_digest(document)})
+    return path
+
+
+def safetensors_bytes(header: bytes | str, data: bytes = b"") -> bytes:
+    """A safetensors file with this raw header (no checks: for hostile files)."""
+    header = header.encode() if isinstance(header, str) else header
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def gpt2_directory(directory: Path) -> Path:
+    """A small GPT-2 checkpoint directory (config.json, model.safetensors, vocab.json, merges.txt)."""
+    from tinylm.bpe import train_bpe
+    from tinylm.gpt2 import export_gpt2
+    from tinylm.models import GPT, GPTConfig
+
+    tokenizer = train_bpe(TEXT, 300)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2,
+                          n_embd=16))
+    export_gpt2(model, tokenizer, directory)
+    return Path(directory)
+
+
+# --------------------------------------------------------------------------- bounded processes
+def limited_run(args, cwd, memory: int = 2**30, timeout: float = 10.0):
+    """`tinylm ARGS` through the console entry point under an address-space limit (RLIMIT_AS)
+    and a wall-clock timeout; returns (exit code or None if it timed out, stderr, seconds).
+
+    One BLAS thread: each OpenBLAS thread reserves its own buffers, which count against the limit.
+    """
+    import resource
+    import time
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "tinylm.console", *map(str, args)], cwd=cwd,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=limit)
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+        return None, stderr, time.perf_counter() - start
+    return process.returncode, stderr, time.perf_counter() - start

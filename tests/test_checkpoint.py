@@ -17,6 +17,7 @@ from reliability import (assert_one_line_error, budget, invoke, report, same_arr
 from tinylm import checkpoint as ckpt_module
 from tinylm.checkpoint import FILENAME, load_checkpoint, load_model, save_checkpoint
 from tinylm.errors import CheckpointError
+from tinylm.rundir import LOCK_NAME
 from tinylm.safetensors import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,4 +273,15 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeyp
     monkeypatch.undo()
     after = load_checkpoint(out)
     assert after.train["step"] == 2 and same_arrays(after.weights, good.weights), line
-    assert sorted(p.name for p in out.iterdir()) == [FILENAME]  # no temporary file left behind
+    left = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)  # the lock file stays
+    assert left == [FILENAME]  # no temporary file left behind
+
+
+def test_a_full_disk_at_the_first_save_does_not_suggest_resuming_what_does_not_exist(tmp_path,
+                                                                                        monkeypatch):
+    data = write_corpus(tmp_path)
+    monkeypatch.setattr("tinylm.fileio.os", _FullDisk(room=100))
+    result = invoke("train", "--data", data, "--out", tmp_path / "run", *TINY_ARGS)
+    line = assert_one_line_error(result, "could not save the checkpoint at step 2",
+                                 "no checkpoint of this run was written", "run the same command again")
+    assert "--resume" not in line and not (tmp_path / "run" / FILENAME).exists()

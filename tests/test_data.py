@@ -2,13 +2,14 @@
 
 import json
 import math
+import os
 import string
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tinylm import data
+from tinylm import data, fileio
 from tinylm.data import BatchSampler, Corpus, default_corpus, load_text, split_ids, unigram_entropy
 from tinylm.errors import CheckpointError, ConfigError, DataError
 
@@ -108,12 +109,39 @@ def test_load_undecodable_file_names_file_and_offset(tmp_path):
 def test_load_permission_denied(tmp_path, monkeypatch):
     (tmp_path / "secret.txt").write_text("x")
 
-    def denied(self):
-        raise PermissionError(13, "Permission denied", str(self))
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(Path, "read_bytes", denied)  # chmod is no barrier when tests run as root
+    monkeypatch.setattr(fileio.os, "open", denied)  # chmod is no barrier when tests run as root
     with pytest.raises(DataError, match=r"cannot read .*secret\.txt: permission denied"):
         load_text(tmp_path / "secret.txt")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifo_is_refused_by_name_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "pipe.txt")  # open() would wait forever for a writer
+    with pytest.raises(DataError, match=r"pipe\.txt is a FIFO \(named pipe\), not a regular file"):
+        load_text(tmp_path / "pipe.txt")
+    (tmp_path / "ok.txt").write_text("text")
+    assert load_text(tmp_path).text == "text"  # in a directory, a FIFO is not a text file
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero")
+def test_character_device_is_refused_unread():
+    with pytest.raises(DataError, match="/dev/zero is a character device, not a regular file"):
+        load_text("/dev/zero")
+
+
+def test_data_beyond_the_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    (tmp_path / "a.txt").write_text("x" * 60)
+    (tmp_path / "b.txt").write_text("y" * 60)
+    monkeypatch.setenv("TINYLM_MAX_DATA_BYTES", "100")
+    with pytest.raises(DataError, match=r"b\.txt is 60 bytes, more than the 40 read .*TINYLM_MAX_DATA_BYTES"):
+        load_text(tmp_path)
+    assert load_text(tmp_path / "a.txt").text == "x" * 60
+    monkeypatch.setenv("TINYLM_MAX_DATA_BYTES", "lots")
+    with pytest.raises(ConfigError, match="TINYLM_MAX_DATA_BYTES must be a positive number"):
+        load_text(tmp_path / "a.txt")
 
 
 # ---- split_ids -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Atomic writes: the target is the old file or the new one, never a torn mix; no temp files left."""
+"""Atomic writes: the target is the old file or the new one, never a torn mix; no temp files left.
+Bounded reads and the one JSON parser for untrusted files (tinylm/jsonsafe.py)."""
 
 import errno
 import os
@@ -6,8 +7,9 @@ import sys
 
 import pytest
 
-from tinylm import fileio
-from tinylm.fileio import atomic_write_bytes, atomic_writer
+from tinylm import fileio, jsonsafe
+from tinylm.errors import DataError
+from tinylm.fileio import atomic_write_bytes, atomic_writer, read_bounded
 
 
 def disk_full(*args, **kwargs):
@@ -99,3 +101,46 @@ def test_permissions_follow_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
+
+
+# --------------------------------------------------------------------------- untrusted reads
+def test_depth_is_measured_outside_strings_before_parsing():
+    assert jsonsafe.nesting_depth('{"a": [[1], {"b": "[[[[{{"}]}') == 3
+    assert jsonsafe.nesting_depth('"\\"[[[" [') == 1  # an escaped quote does not end the string
+    with pytest.raises(DataError, match=r"^f nests JSON 100000 levels deep \(at most 64 are read\)$"):
+        jsonsafe.parse("[" * 100_000 + "]" * 100_000, "f", DataError)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("9" * 41, "holds an integer of 41 digits (at most 40)"),
+    ('{"a": NaN}', "holds NaN, which is not JSON"),
+    ("[1e999]", "holds the number 1e999, which overflows a float"),
+    ('{"a": 1, "a": 2}', "holds a duplicate key 'a'"),
+    ('{"a": ', "is not valid JSON (Expecting value at line 1 column 7)"),
+    (b"\xff", "is not valid UTF-8 (byte 0)"),
+])
+def test_parse_refuses_in_one_line_naming_the_source(text, message):
+    with pytest.raises(DataError) as info:
+        jsonsafe.parse(text, "tok.json", DataError)
+    assert str(info.value) == f"tok.json {message}"
+
+
+def test_field_checks_types_and_never_takes_a_bool_for_an_int():
+    doc = {"step": True, "lr": 1, "name": "x"}
+    assert jsonsafe.field(doc, "lr", float, "ck", DataError) == 1
+    assert jsonsafe.field(doc, "missing", int, "ck", DataError, default=7) == 7
+    with pytest.raises(DataError, match="ck: field 'step' must be an integer, got true or false True"):
+        jsonsafe.field(doc, "step", int, "ck", DataError)
+    with pytest.raises(DataError, match="ck: missing field 'missing'"):
+        jsonsafe.field(doc, "missing", int, "ck", DataError)
+
+
+def test_read_bounded_refuses_by_size_and_kind_without_reading(tmp_path):
+    (tmp_path / "f").write_bytes(b"x" * 10)
+    assert read_bounded(tmp_path / "f", 10, "file", DataError) == b"x" * 10
+    with pytest.raises(DataError, match=r"file .*f is 10 bytes, more than the 9 read"):
+        read_bounded(tmp_path / "f", 9, "file", DataError)
+    with pytest.raises(DataError, match="is a directory, not a regular file"):
+        read_bounded(tmp_path, 10, "file", DataError)
+    with pytest.raises(DataError, match="not a valid file name"):
+        read_bounded("a\0b", 10, "file", DataError)

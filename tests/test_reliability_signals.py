@@ -18,6 +18,7 @@ import pytest
 
 from reliability import budget, report, same_arrays, tinylm_process, write_corpus
 from tinylm.checkpoint import FILENAME, load_checkpoint
+from tinylm.rundir import LOCK_NAME
 
 MAX_ITERS = 30
 ARGS = ["--preset", "tiny", "--max-iters", str(MAX_ITERS), "--eval-interval", "5",
@@ -172,12 +173,12 @@ def test_sigkill_inside_a_save_leaves_the_previous_checkpoint(tmp_path, where):
         proc.wait(timeout=30)
     assert held, "the writer never reached the save"
     assert load_checkpoint(out).train["step"] == 2
-    leftovers = [p.name for p in out.iterdir() if p.name != FILENAME]
+    leftovers = [p.name for p in out.iterdir() if p.name not in (FILENAME, LOCK_NAME)]
     assert len(leftovers) == 1 and leftovers[0].endswith(".tmp")  # the killed writer's temporary
     rc, _, stderr = _finish(tinylm_process("train", "--resume", "--out", out, "--max-iters", "4"))
     assert rc == 0, stderr
     assert load_checkpoint(out).train["step"] == 4
-    assert [p.name for p in out.iterdir()] == [FILENAME]  # the stale temporary was removed
+    assert [p.name for p in out.iterdir() if p.name != LOCK_NAME] == [FILENAME]  # temporary removed
 
 
 def test_first_signal_asks_to_stop_a_second_ctrl_c_aborts():

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from tinylm.errors import CheckpointError, ConfigError, DataError
+from tinylm.jsonsafe import is_int
 
 DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)  # GPT-2's; the masked-LM run adds its own [PAD] [MASK] [CLS]
 
@@ -336,12 +337,17 @@ class BPETokenizer:
         try:
             if d.get("type") != cls.type_name:
                 raise ValueError(f"type is {d.get('type')!r}, expected {cls.type_name!r}")
-            specials = {str(s): int(i) for s, i in d["special_tokens"].items()}
+            specials, texts, pairs = d["special_tokens"], d["tokens"], d["merges"]
+            if not (isinstance(specials, dict) and all(is_int(i) for i in specials.values())):
+                raise TypeError("special_tokens must map names to integer ids")
+            if not (isinstance(texts, list) and all(isinstance(t, str) for t in texts)):
+                raise TypeError("tokens must be a list of strings")
+            if not (isinstance(pairs, list) and all(isinstance(m, list) and len(m) == 2
+                                                    and all(map(is_int, m)) for m in pairs)):
+                raise TypeError("merges must be a list of [id, id] pairs of integers")
             names = {i: s for s, i in specials.items()}
-            tokens = [utf8(names[i]) if i in names else str_to_token(t)
-                      for i, t in enumerate(d["tokens"])]
-            merges = [(int(a), int(b)) for a, b in d["merges"]]
-            return cls(tokens, merges, specials)
+            tokens = [utf8(names[i]) if i in names else str_to_token(t) for i, t in enumerate(texts)]
+            return cls(tokens, [tuple(m) for m in pairs], specials)
         except (AttributeError, KeyError, TypeError, ValueError, ConfigError) as exc:
             raise CheckpointError(f"malformed BPE tokenizer ({type(exc).__name__}: {exc})") from None
 

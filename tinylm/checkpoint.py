@@ -20,18 +20,18 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from tinylm import backends
+from tinylm import backends, jsonsafe
+from tinylm.checkpoint_schema import check_finite, check_metadata
 from tinylm.errors import CheckpointError, ConfigError
 from tinylm.fileio import remove_stale_temporaries
 from tinylm.resources import count_parameters
-from tinylm.safetensors import load_file, save_file
+from tinylm.safetensors import read_file, read_header, save_file
 
 FORMAT = "tinylm-checkpoint"
 VERSION = 1
@@ -118,11 +118,9 @@ def load_checkpoint(location) -> Checkpoint:
     if not path.exists():
         hint = f"; train one with: tinylm train --out {path.parent}" if path.parent.is_dir() else ""
         raise CheckpointError(f"no checkpoint at {path}{hint}")
-    try:
-        tensors, metadata = load_file(path)
-    except RecursionError:  # JSON nested thousands deep: no writer of ours does that
-        raise CheckpointError(f"{path}: header nests too deeply (file corrupted)") from None
-    _check_canonical_header(path)
+    header = read_header(path)  # no tensor is read until the header and metadata pass
+    metadata = header.metadata
+    _check_canonical_header(path, header.raw)
     if META_KEY not in metadata:
         raise CheckpointError(f"{path} is a safetensors file but not a tinylm checkpoint "
                               "(no 'tinylm' metadata)")
@@ -133,10 +131,7 @@ def load_checkpoint(location) -> Checkpoint:
     if metadata[META_DIGEST_KEY] != _text_digest(text):
         raise CheckpointError(f"{path}: checkpoint metadata fails its SHA-256 check "
                               "(file modified or corrupted)")
-    try:
-        meta = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: checkpoint metadata is not valid JSON ({exc})") from None
+    meta = jsonsafe.parse(text, f"{path}: checkpoint metadata", CheckpointError)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a tinylm checkpoint (format {meta.get('format')!r})"
                               if isinstance(meta, dict) else f"{path}: malformed metadata")
@@ -144,14 +139,19 @@ def load_checkpoint(location) -> Checkpoint:
         raise CheckpointError(f"{path} has checkpoint format version {meta.get('version')!r}; this "
                               f"tinylm reads version {VERSION}")
     sums = meta.get("sha256")
-    if not isinstance(sums, dict) or set(sums) != set(tensors) \
+    if not isinstance(sums, dict) or set(sums) != set(header.entries) \
             or not all(isinstance(v, str) for v in sums.values()):
         raise CheckpointError(f"{path}: the tensor list does not match the manifest "
                               "(file modified or corrupted)")
+    check_metadata(path, meta)  # the digests show the file is unchanged, not that it is sane
+    again, tensors = read_file(path)
+    if again.raw != header.raw:
+        raise CheckpointError(f"{path} changed while it was read; load it again")
     for name, array in tensors.items():
         if _digest(array) != sums[name]:
             raise CheckpointError(f"{path}: tensor {name} fails its SHA-256 check "
                                   "(file modified or corrupted)")
+    check_finite(path, tensors)
     try:
         model = meta["model"]
         return Checkpoint(
@@ -164,19 +164,17 @@ def load_checkpoint(location) -> Checkpoint:
         raise CheckpointError(f"{path}: malformed checkpoint metadata ({exc!r:.200})") from None
 
 
-def _check_canonical_header(path: Path) -> None:
+def _check_canonical_header(path: Path, raw: bytes) -> None:
     """The header must be exactly what save_file writes: compact JSON, then < 8 spaces.
 
     JSON ignores whitespace and the digests cannot cover the header that holds
     them, so without this check a changed padding byte would load unnoticed.
-    Called after ``load_file`` has validated the header's length and JSON.
+    ``raw`` is the header as stored, already parsed once by ``read_file``.
     """
-    with open(path, "rb") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
-        raw = fh.read(length)
     body = raw.rstrip(b" ")
     padding = len(raw) - len(body)
-    canonical = json.dumps(json.loads(body), separators=(",", ":")).encode("utf-8")
+    parsed = jsonsafe.parse(body, f"{path}: header", CheckpointError)
+    canonical = json.dumps(parsed, separators=(",", ":")).encode("utf-8")
     if body != canonical or padding != -len(body) % 8:
         raise CheckpointError(f"{path}: the header is not as tinylm wrote it "
                               "(file modified or corrupted)")

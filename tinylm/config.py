@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import asdict, dataclass, fields
 
 from tinylm.errors import ConfigError, from_known_fields, require_positive_ints
+from tinylm.fileio import read_bounded
 from tinylm.models import GPTConfig
 from tinylm.optim import cosine_lr
 
@@ -86,15 +87,18 @@ PRESETS = {
 DEFAULT_PRESET = "cpu"
 MODEL_FIELDS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]  # vocab comes from the data
 TRAIN_FIELDS = list(fields(TrainConfig))
+MAX_TOML_BYTES = 2**20  # a config file is a few hundred bytes
 
 
 def read_toml(path: str) -> dict:
     """Flat ``key = value`` pairs (or [model]/[train] tables) naming config fields."""
+    raw = read_bounded(path, MAX_TOML_BYTES, "config file", ConfigError)
     try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
+        doc = tomllib.loads(raw.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except ValueError as exc:  # an integer of thousands of digits: Python's own limit
+        raise ConfigError(f"{path} is not valid TOML: {str(exc).split(';')[0]}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: not UTF-8 at byte {exc.start}") from None
     except RecursionError:
@@ -111,10 +115,25 @@ def read_toml(path: str) -> dict:
         raise ConfigError(f"{path}: preset must be one of {sorted(PRESETS)}, got {flat['preset']!r:.40}")
     if "data" in flat and not isinstance(flat["data"], str):
         raise ConfigError(f"{path}: data must be a path in quotes, got {flat['data']!r:.40}")
+    for fld in MODEL_FIELDS + TRAIN_FIELDS:
+        if fld.name in flat:
+            _check_kind(path, fld.name, flat[fld.name], type(fld.default))
     fraction = flat.get("val_fraction", 0.5)
     if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction < 1:
         raise ConfigError(f"{path}: val_fraction must be a number in (0, 1), got {fraction!r:.40}")
     return flat
+
+
+def _check_kind(path: str, name: str, value, kind: type) -> None:
+    """A TOML value of the field's type: true/false for a bool (not "no"), an integer for an
+    int (not true, not 2.0), a finite number for a float."""
+    checks = {bool: (lambda v: isinstance(v, bool), "true or false"),
+              int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+              float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                      and math.isfinite(v), "a finite number")}
+    ok, wanted = checks.get(kind, (lambda v: True, ""))  # other kinds: the dataclass checks them
+    if not ok(value):
+        raise ConfigError(f"{path}: {name} must be {wanted}, got {value!r:.40}")
 
 
 def resolve_config(preset: str | None, toml_values: dict, cli_values: dict) -> tuple[dict, TrainConfig]:

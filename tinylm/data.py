@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tinylm.errors import CheckpointError, ConfigError, DataError
+from tinylm.fileio import read_bounded
 
 # Suffixes read when ``load_text`` is given a directory; other files (images,
 # .pyc, archives) are skipped so a source tree can be used as it is.
@@ -23,6 +24,10 @@ TEXT_SUFFIXES = frozenset(
     {".txt", ".md", ".rst", ".py", ".json", ".jsonl", ".csv", ".tsv", ".html", ".xml",
      ".yaml", ".yml", ".toml", ".ini", ".cfg", ".tex", ".c", ".h", ".cpp", ".js", ".ts", ".sh"}
 )
+
+# ``load_text`` reads at most this much (TINYLM_MAX_DATA_BYTES overrides): the training
+# text, its token ids and the model's copies of them must fit in memory.
+DEFAULT_MAX_DATA_BYTES = 2**30
 
 # Anything but printable ASCII, newline and tab (dropped from the default corpus).
 _NOT_PLAIN_ASCII = re.compile(r"[^\x20-\x7e\n\t]")
@@ -82,8 +87,9 @@ def load_text(path: str | os.PathLike) -> Corpus:
     suffix is in ``TEXT_SUFFIXES`` are read; files are joined with a newline.
     Newlines are normalised to ``\\n`` (as Python's text mode does) and a
     leading byte-order mark is dropped. Raises ``DataError`` for a missing
-    path, no text, undecodable bytes (naming file and byte offset) or a file
-    that cannot be read.
+    path, no text, undecodable bytes (naming file and byte offset), a file
+    that cannot be read, one that is not a regular file (a FIFO, ``/dev/zero``),
+    or more than ``max_data_bytes()`` in all.
     """
     path = Path(path)
     try:
@@ -99,10 +105,15 @@ def load_text(path: str | os.PathLike) -> Corpus:
                 f"directory {path} contains no text files (looked for {', '.join(sorted(TEXT_SUFFIXES))}, "
                 "skipping hidden files)"
             )
-        text = "\n".join(_read_utf8(f) for f in files)
+        budget = max_data_bytes()
+        pieces = []
+        for f in files:
+            pieces.append(_read_utf8(f, budget))
+            budget -= len(pieces[-1])  # characters <= bytes, so this under-counts, never over
+        text = "\n".join(pieces)
         source = f"{len(files)} files under {path}, {len(text):,} characters"
     else:
-        text = _read_utf8(path)
+        text = _read_utf8(path, max_data_bytes())
         source = f"{path}, {len(text):,} characters"
     if not text.strip():
         raise DataError(f"{path} contains no text; train on a non-empty file")
@@ -125,14 +136,21 @@ def _text_files_under(root: Path) -> list[Path]:
     return sorted(found, key=lambda f: f.relative_to(root).parts)
 
 
-def _read_utf8(path: Path) -> str:
-    """Decode one file as UTF-8, with ``DataError`` naming the file and byte offset on failure."""
-    try:
-        raw = path.read_bytes()
-    except PermissionError:
-        raise DataError(f"cannot read {path}: permission denied") from None
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+def max_data_bytes() -> int:
+    """How much text ``load_text`` reads at most: 1 GiB, or TINYLM_MAX_DATA_BYTES."""
+    value = os.environ.get("TINYLM_MAX_DATA_BYTES", "")
+    if not value:
+        return DEFAULT_MAX_DATA_BYTES
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"TINYLM_MAX_DATA_BYTES must be a positive number of bytes, got {value!r:.40}")
+    return int(value)
+
+
+def _read_utf8(path: Path, limit: int) -> str:
+    """Decode one regular file of at most ``limit`` bytes as UTF-8, with ``DataError`` naming
+    the file and byte offset on failure (FIFOs, devices and sockets are refused unread)."""
+    raw = read_bounded(path, max(limit, 0), "data file", DataError,
+                       hint=" (all --data files together); set TINYLM_MAX_DATA_BYTES to read more")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

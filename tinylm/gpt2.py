@@ -21,22 +21,28 @@ with only ``pytorch_model.bin`` is refused with how to convert it.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 
+from tinylm import backends, jsonsafe
 from tinylm.bpe import BPETokenizer, str_to_token, token_to_str, utf8
 from tinylm.errors import CheckpointError, ConfigError, DataError
-from tinylm.fileio import atomic_write_bytes
+from tinylm.fileio import atomic_write_bytes, read_bounded
+from tinylm.jsonsafe import is_int, kind_of
 from tinylm.models import GPT, GPTConfig
-from tinylm.safetensors import load_file, save_file
+from tinylm.resources import check_inference, count_parameters
+from tinylm.safetensors import Header, load_file, read_header, save_file
 from tinylm.tensor import get_default_dtype
 
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # HF's names for GPT-2's GELU
+_BLOCK_LAYERS = ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj")
 _HF_BLOCK = re.compile(r"^(?:transformer\.)?h\.(\d+)\."
-                       r"((?:ln_1|ln_2|attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.(?:weight|bias))$")
+                       rf"((?:{'|'.join(map(re.escape, _BLOCK_LAYERS))})\.(?:weight|bias))$")
 _HF_TOP = re.compile(r"^(?:transformer\.)?(wte|wpe|ln_f)\.(weight|bias)$")
+MAX_JSON_BYTES = 64 * 2**20  # config.json, vocab.json (GPT-2's: 1 MB), index files
 _SKIPPED = re.compile(r"^(?:transformer\.)?h\.\d+\.attn\.(?:bias|masked_bias)$|^lm_head\.weight$")
 
 
@@ -63,6 +69,12 @@ def tinylm_name(name: str) -> str | None:
 # ---------------------------------------------------------------------------- config
 def gpt_config(hf: dict) -> GPTConfig:
     """tinylm's GPTConfig for an HF GPT-2 ``config.json``; refuses what tinylm's GPT cannot compute."""
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"config.json must be a JSON object, got {kind_of(hf)}")
+    for name in ("vocab_size", "n_positions", "n_ctx", "n_layer", "n_head", "n_embd", "n_inner"):
+        if hf.get(name) is not None and not is_int(hf[name]):
+            raise CheckpointError(f"config.json: {name} must be an integer, got {hf[name]!r:.40}")
+
     def field(name, default=None):
         return hf.get(name, default)
 
@@ -71,7 +83,7 @@ def gpt_config(hf: dict) -> GPTConfig:
         (field("activation_function", "gelu_new") not in TANH_GELUS,
          f"activation_function {field('activation_function')!r} (tinylm's GELU is the tanh form: {TANH_GELUS})"),
         (field("layer_norm_epsilon", 1e-5) != 1e-5, f"layer_norm_epsilon {field('layer_norm_epsilon')} (need 1e-5)"),
-        (field("n_inner") not in (None, 4 * field("n_embd", 0)), f"n_inner {field('n_inner')} (need 4 * n_embd)"),
+        (field("n_inner") not in (None, 4 * (field("n_embd") or 0)), f"n_inner {field('n_inner')} (need 4 * n_embd)"),
         (not field("scale_attn_weights", True), "scale_attn_weights false"),
         (field("scale_attn_by_inverse_layer_idx", False), "scale_attn_by_inverse_layer_idx true"),
         (field("add_cross_attention", False), "add_cross_attention true"),
@@ -109,13 +121,15 @@ def load_gpt2_tokenizer(directory, special_tokens=("<|endoftext|>",)) -> BPEToke
     Those of ``special_tokens`` present in the vocabulary become special tokens.
     """
     vocab_path, merges_path = Path(directory) / "vocab.json", Path(directory) / "merges.txt"
+    vocab = read_json(vocab_path, DataError)
     try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-        lines = merges_path.read_text(encoding="utf-8").splitlines()
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read GPT-2 tokenizer files in {directory}: {exc}") from None
-    if not isinstance(vocab, dict) or sorted(vocab.values()) != list(range(len(vocab))):
-        raise DataError(f"{vocab_path}: expected a JSON object mapping tokens to the ids 0..n-1")
+        lines = read_bounded(merges_path, MAX_JSON_BYTES, "merges file", DataError).decode("utf-8") \
+            .splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{merges_path} is not valid UTF-8 (byte {exc.start})") from None
+    if not isinstance(vocab, dict) or not all(is_int(i) for i in vocab.values()) \
+            or sorted(vocab.values()) != list(range(len(vocab))):
+        raise DataError(f"{vocab_path}: expected a JSON object mapping tokens to the integer ids 0..n-1")
     specials = {s: vocab[s] for s in special_tokens if s in vocab}
     tokens: list[bytes] = [b""] * len(vocab)
     for text, i in vocab.items():
@@ -157,19 +171,50 @@ def save_gpt2_tokenizer(tokenizer: BPETokenizer, directory) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------- weights
-def _read_weights(directory: Path) -> dict[str, np.ndarray]:
-    """All tensors of model.safetensors, or of the shards listed in model.safetensors.index.json."""
+def read_json(path: Path, error: type[Exception] = CheckpointError):
+    """A JSON file of a GPT-2 directory: a regular file of at most MAX_JSON_BYTES, safely parsed."""
+    return jsonsafe.parse(read_bounded(path, MAX_JSON_BYTES, "file", error), str(path), error)
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    """model.safetensors, or the shards listed in model.safetensors.index.json (in the directory)."""
     single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
     if single.exists():
-        return load_file(single)[0]
+        return [single]
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        return {k: v for shard in shards for k, v in load_file(directory / shard)[0].items()}
+        weight_map = jsonsafe.field(read_json(index), "weight_map", dict, str(index), CheckpointError)
+        for shard in weight_map.values():
+            if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
+                raise CheckpointError(f"{index}: shard {shard!r:.60} is not a file name in {directory}")
+        return [directory / shard for shard in sorted(set(weight_map.values()))]
     if (directory / "pytorch_model.bin").exists():
         raise CheckpointError(f"{directory} holds pytorch_model.bin, a pickle, which tinylm never loads; "
                               "convert it once: GPT2LMHeadModel.from_pretrained(DIR)"
                               ".save_pretrained(DIR, safe_serialization=True)")
     raise CheckpointError(f"no model.safetensors in {directory}")
+
+
+def _check_size(cfg: GPTConfig, headers: list[Header], directory: Path) -> None:
+    """The config's parameter count against the weights' headers, and against memory, before
+    anything is built: config.json alone could ask for any amount (n_layer = 10**12)."""
+    shapes = {tinylm_name(name): shape for header in headers
+              for name, (_, shape, _) in header.entries.items() if tinylm_name(name) is not None}
+    held = sum(math.prod(shape) for shape in shapes.values())
+    expected = count_parameters(cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_embd, True)
+    if held != expected:
+        missing = [] if cfg.n_layer > len(shapes) else \
+            [n for n in _parameter_names(cfg.n_layer) if n not in shapes][:3]  # bounded by the file
+        lacks = f" (missing: {', '.join(missing)})" if missing else ""
+        raise CheckpointError(f"{directory}: config.json describes {expected:,} parameters but the "
+                              f"weights hold {held:,}{lacks}; config and weights do not belong together")
+    check_inference(cfg, 1, backends.current(), np.dtype(get_default_dtype()).itemsize)
+
+
+def _parameter_names(n_layer: int) -> list[str]:
+    """tinylm's names of a GPT-2's parameters (biases included)."""
+    top = ["wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"]
+    return top + [f"blocks.{i}.{layer}.{kind}" for i in range(n_layer) for layer in _BLOCK_LAYERS
+                  for kind in ("weight", "bias")]
 
 
 def load_gpt2(directory) -> tuple[GPT, BPETokenizer]:
@@ -178,7 +223,7 @@ def load_gpt2(directory) -> tuple[GPT, BPETokenizer]:
     if not (directory / "config.json").exists():
         raise CheckpointError(f"no config.json in {directory}; expected an HF GPT-2 directory "
                               "(config.json, model.safetensors, vocab.json, merges.txt)")
-    cfg = gpt_config(json.loads((directory / "config.json").read_text(encoding="utf-8")))
+    cfg = gpt_config(read_json(directory / "config.json"))
     if not (directory / "vocab.json").exists() or not (directory / "merges.txt").exists():
         raise CheckpointError(f"{directory} lacks vocab.json / merges.txt: GPT-2's tokenizer is "
                               "needed so that token ids mean what the weights learned")
@@ -186,8 +231,10 @@ def load_gpt2(directory) -> tuple[GPT, BPETokenizer]:
     if tokenizer.vocab_size > cfg.vocab_size:
         raise CheckpointError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model "
                               f"only {cfg.vocab_size}")
+    files = _weight_files(directory)
+    _check_size(cfg, [read_header(f) for f in files], directory)
     weights, lm_head = {}, None
-    for name, array in _read_weights(directory).items():
+    for name, array in ((k, v) for f in files for k, v in load_file(f)[0].items()):
         if name == "lm_head.weight":
             lm_head = array
         elif (ours := tinylm_name(name)) is not None:

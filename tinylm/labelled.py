@@ -12,11 +12,13 @@ with ``strict``), and a file with no usable row is a ``DataError``.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinylm import jsonsafe
+from tinylm.data import max_data_bytes
 from tinylm.errors import DataError
+from tinylm.fileio import read_bounded
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
@@ -45,12 +47,8 @@ def read_labelled(path) -> tuple[list[Example], list[BadRow]]:
     """(usable rows, bad rows) of a CSV or JSONL file; the format follows the suffix (.csv,
     .jsonl), else the first character ('{' means JSONL)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"labelled data file {path} does not exist") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    raw = read_bounded(path, max_data_bytes(), "labelled data file", DataError,
+                       hint="; set TINYLM_MAX_DATA_BYTES to read more")
     lines, bad = _decode_lines(raw.removeprefix(b"\xef\xbb\xbf"))
     if path.suffix.lower() in JSONL_SUFFIXES or (
             path.suffix.lower() != ".csv" and "".join(lines).lstrip().startswith("{")):
@@ -99,9 +97,9 @@ def _read_jsonl(lines: list[str]) -> tuple[list[Example], list[BadRow]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            bad.append(BadRow(number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+            obj = jsonsafe.parse(line, "the row", DataError)
+        except DataError as exc:
+            bad.append(BadRow(number, str(exc).removeprefix("the row ")))
             continue
         if not isinstance(obj, dict):
             bad.append(BadRow(number, f"expected a JSON object, got {type(obj).__name__}"))

@@ -86,7 +86,10 @@ class AdamW:
                     raise CheckpointError(f"optimizer state {key} is missing or does not "
                                           f"match parameter shape {p.shape}")
                 store[i] = backend.from_host(arrays[key], dtype=p.dtype)
-        self.step_count = int(scalars["step"])
+        step = scalars.get("step") if isinstance(scalars, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise CheckpointError(f"optimizer step must be a non-negative integer, got {step!r:.40}")
+        self.step_count = step
 
 
 def cosine_lr(step: int, lr: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:

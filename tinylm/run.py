@@ -107,9 +107,15 @@ class Run:
             raise CheckpointError(
                 f"could not save the checkpoint at step {self.state.step}: "
                 f"{exc.strerror or exc}; {self._kept()}; free space (or fix the disk) and "
-                f"resume with: tinylm train --resume --out {shlex.quote(str(self.out))}") from None
+                f"{self._again()}") from None
         self.saved_step = self.state.step
         return path
+
+    def _again(self) -> str:
+        """How to continue after a failed save: resume only where a checkpoint exists."""
+        if self.saved_step is None:
+            return "run the same command again"
+        return f"resume with: tinylm train --resume --out {shlex.quote(str(self.out))}"
 
     def _kept(self) -> str:
         if self.saved_step is None:

@@ -16,17 +16,18 @@ means the file was truncated or tampered with.
 
 from __future__ import annotations
 
-import collections
 import json
 import math
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tinylm import jsonsafe
 from tinylm.errors import CheckpointError
-from tinylm.fileio import atomic_writer
+from tinylm.fileio import atomic_writer, open_regular
 
 # safetensors dtype name -> little-endian NumPy dtype of the stored bytes.
 _STORED_DTYPES = {
@@ -96,77 +97,109 @@ def save_file(
             f.write(array.reshape(-1).view(np.uint8).data)  # 1-D byte view: no copy, works for 0-d too
 
 
+# Bounds a file from a stranger must respect before anything is allocated. The
+# reference implementation also caps the header at 100 MB; NumPy 1.x arrays had
+# at most 32 dimensions; and a shape's extent (its non-zero dimensions multiplied
+# together) beyond the file's size, or 1 GiB for an empty tensor, is not a tensor
+# anyone wrote.
+MAX_HEADER_BYTES = 100 * 2**20
+MAX_DIMS = 32
+_EMPTY_EXTENT = 2**30
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the first 8 + N bytes of a file say, checked against the file's size."""
+
+    raw: bytes                # the JSON as stored, padding included
+    metadata: dict[str, str]
+    entries: dict[str, tuple[str, tuple[int, ...], tuple[int, int]]]  # name -> dtype, shape, offsets
+    data_start: int           # file offset of the data section
+
+    def element_count(self) -> int:
+        return sum(math.prod(shape) for _, shape, _ in self.entries.values())
+
+
+def read_header(path: str | os.PathLike) -> Header:
+    """The checked header of a safetensors file, without reading any tensor."""
+    path = Path(path)
+    with open_regular(path, "checkpoint file", CheckpointError) as fh:
+        return _read_header(fh, path)
+
+
 def load_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read a safetensors file; return ``(tensors, metadata)``.
 
-    Every array is a writable, native-byte-order copy owned by the caller (BF16
-    is widened to float32). Any inconsistency raises ``CheckpointError`` with a
-    one-line message naming the file and the problem.
+    The header is read and checked first (its length, its JSON, every entry's
+    dtype, shape and offsets against the file's size), then each tensor is read
+    into an array of exactly its declared size: a file can make tinylm allocate
+    no more than it holds. Every array is a writable, native-byte-order copy
+    owned by the caller (BF16 is widened to float32). Any inconsistency raises
+    ``CheckpointError`` with a one-line message naming the file and the problem.
     """
+    header, tensors = read_file(path)
+    return tensors, header.metadata
+
+
+def read_file(path: str | os.PathLike) -> tuple[Header, dict[str, np.ndarray]]:
+    """(header, tensors) of a safetensors file; see ``load_file``."""
     path = Path(path)
-    blob = _read_all(path)
-    if len(blob) < _HEADER_LENGTH.size:
+    with open_regular(path, "checkpoint file", CheckpointError) as fh:
+        header = _read_header(fh, path)
+        tensors = {name: _read_tensor(fh, path, name, entry, header.data_start)
+                   for name, entry in header.entries.items()}
+    return header, tensors
+
+
+def _read_header(fh, path: Path) -> Header:
+    size = os.fstat(fh.fileno()).st_size
+    if size < _HEADER_LENGTH.size:
         raise CheckpointError(
-            f"{path}: not a safetensors file: only {len(blob)} bytes, shorter than the 8-byte header length"
+            f"{path}: not a safetensors file: only {size} bytes, shorter than the 8-byte header length"
         )
-    (header_len,) = _HEADER_LENGTH.unpack_from(blob)
+    (header_len,) = _HEADER_LENGTH.unpack(fh.read(_HEADER_LENGTH.size))
     data_start = _HEADER_LENGTH.size + header_len
-    if data_start > len(blob):
+    if data_start > size:
         raise CheckpointError(
-            f"{path}: header length {header_len} is larger than the {len(blob) - 8} bytes after it; "
+            f"{path}: header length {header_len} is larger than the {size - 8} bytes after it; "
             "file truncated or corrupt"
         )
-    header = _parse_header(path, blob[_HEADER_LENGTH.size : data_start])
+    if header_len > MAX_HEADER_BYTES:
+        raise CheckpointError(f"{path}: header length {header_len:,} is over the "
+                              f"{MAX_HEADER_BYTES:,} bytes a safetensors header may have")
+    raw = fh.read(header_len)
+    if len(raw) != header_len:
+        raise CheckpointError(f"{path}: file shrank while its header was read")
+    header = _parse_header(path, raw)
     metadata = header.pop(_METADATA_KEY, {})
     _check_metadata(metadata, str(path))
-
-    entries = {name: _check_entry(path, name, entry) for name, entry in header.items()}
-    _check_tiling(path, entries, data_size=len(blob) - data_start)
-
-    tensors = {}
-    for name, (dtype_name, shape, (begin, end)) in entries.items():
-        stored = _STORED_DTYPES[dtype_name]
-        count, offset = math.prod(shape), data_start + begin
-        stored_view = np.frombuffer(blob, dtype=stored, count=count, offset=offset).reshape(shape)
-        if dtype_name == "BF16":
-            # bfloat16 is the top half of a float32: shift the 16 bits up, reinterpret.
-            tensors[name] = (stored_view.astype(np.uint32) << 16).view(np.float32)
-        else:
-            tensors[name] = stored_view.astype(stored.newbyteorder("="))  # a writable copy, not a view on blob
-    return tensors, metadata
+    data_size = size - data_start
+    entries = {name: _check_entry(path, name, entry, data_size) for name, entry in header.items()}
+    _check_tiling(path, entries, data_size)
+    return Header(raw, metadata, entries, data_start)
 
 
-def _read_all(path: Path) -> bytes:
-    """Read the whole file in one go (one syscall-sized pass beats many small seeks)."""
+def _read_tensor(fh, path: Path, name: str, entry, data_start: int) -> np.ndarray:
+    """One tensor's bytes, read into an array of its declared (already bounded) size."""
+    dtype_name, shape, (begin, end) = entry
+    stored = _STORED_DTYPES[dtype_name]
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint file {path} does not exist") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path} is a directory, expected a .safetensors file") from None
-    except PermissionError:
-        raise CheckpointError(f"cannot read {path}: permission denied") from None
-    except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+        array = np.empty(shape, dtype=stored)
+    except MemoryError:  # the size is the file's own: say so, not "try a smaller batch"
+        raise CheckpointError(f"{path}: not enough memory to read tensor {name!r} "
+                              f"({end - begin:,} bytes)") from None
+    fh.seek(data_start + begin)
+    if fh.readinto(array.reshape(-1).view(np.uint8)) != end - begin:
+        raise CheckpointError(f"{path}: file shrank while tensor {name!r} was read")
+    if dtype_name == "BF16":
+        # bfloat16 is the top half of a float32: shift the 16 bits up, reinterpret.
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    return array.astype(stored.newbyteorder("="), copy=False)
 
 
 def _parse_header(path: Path, raw: bytes) -> dict:
-    """Decode the JSON header; duplicate keys are rejected (JSON would silently keep the last)."""
-
-    def no_duplicates(pairs: list[tuple[str, object]]) -> dict:
-        counts = collections.Counter(k for k, _ in pairs)
-        duplicates = sorted(k for k, n in counts.items() if n > 1)
-        if duplicates:
-            raise CheckpointError(f"{path}: header has duplicate key(s) {', '.join(map(repr, duplicates))}")
-        return dict(pairs)
-
-    try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f"{path}: header is not valid UTF-8 (byte {e.start} of the header)") from None
-    except json.JSONDecodeError as e:
-        where = f"line {e.lineno} column {e.colno}"
-        raise CheckpointError(f"{path}: header is not valid JSON ({e.msg} at {where})") from None
+    """Decode the JSON header (bounded depth and integers, no duplicate keys)."""
+    header = jsonsafe.parse(raw, f"{path}: header", CheckpointError)
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: header must be a JSON object, got {type(header).__name__}")
     return header
@@ -191,7 +224,8 @@ def _is_count(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
-def _check_entry(path: Path, name: str, entry: object) -> tuple[str, tuple[int, ...], tuple[int, int]]:
+def _check_entry(path: Path, name: str, entry: object,
+                 data_size: int) -> tuple[str, tuple[int, ...], tuple[int, int]]:
     """Validate one tensor's header entry; return (dtype name, shape, (begin, end))."""
     where = f"{path}: tensor {name!r}"
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
@@ -199,10 +233,16 @@ def _check_entry(path: Path, name: str, entry: object) -> tuple[str, tuple[int, 
             f"{where}: entry must be an object with dtype, shape and data_offsets, got {entry!r:.100}"
         )
     dtype_name, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype_name not in _STORED_DTYPES:
+    if not isinstance(dtype_name, str) or dtype_name not in _STORED_DTYPES:
         raise CheckpointError(f"{where}: unknown dtype {dtype_name!r}; supported: {', '.join(_STORED_DTYPES)}")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
         raise CheckpointError(f"{where}: shape must be a list of non-negative integers, got {shape!r:.100}")
+    if len(shape) > MAX_DIMS:
+        raise CheckpointError(f"{where}: shape has {len(shape)} dimensions, more than {MAX_DIMS}")
+    extent = math.prod(max(d, 1) for d in shape) * _STORED_DTYPES[dtype_name].itemsize
+    if extent > max(data_size, _EMPTY_EXTENT):
+        raise CheckpointError(f"{where}: shape {shape!r:.100} describes more bytes than the "
+                              f"{data_size:,}-byte data section holds")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
         raise CheckpointError(
             f"{where}: data_offsets must be [begin, end] with non-negative integers, got {offsets!r:.100}"

@@ -5,6 +5,8 @@ CuPy on a GPU). Every operation (tinylm/ops/) returns a new Tensor that
 remembers its parents and a VJP: a function from the gradient of the output to
 the gradients of the parents. ``backward()`` sorts the graph topologically and
 runs the VJPs in reverse order, summing gradients where a tensor was used twice.
+Its operators (``a + b``, ``a @ b``, ``x[i]``) are those primitives, installed by
+``tinylm.ops`` (which ``import tinylm``'s names and every model load first).
 """
 
 from __future__ import annotations
@@ -203,3 +205,4 @@ def as_tensor(value, like: Tensor | None = None) -> Tensor:
         return value
     dtype = like.dtype if like is not None and not hasattr(value, "dtype") else None
     return Tensor(value, dtype=dtype)
+

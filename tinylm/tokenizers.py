@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from tinylm.errors import CheckpointError, ConfigError, DataError
-from tinylm.fileio import atomic_write_bytes
+from tinylm import jsonsafe
+from tinylm.fileio import atomic_write_bytes, read_bounded
 
 # UTF-32 is one 4-byte unit per code point, so str <-> code-point arrays is a
 # single vectorised encode/decode. "surrogatepass" lets lone surrogates round-trip.
 _UTF32 = "utf-32-le"
 _SURROGATES = "surrogatepass"
+# GPT-2's 50,257-token vocabulary is ~1.5 MB as JSON; a tokenizer file 40 times that is not one.
+MAX_TOKENIZER_BYTES = 64 * 2**20
 
 
 def _code_points(text: str) -> np.ndarray:
@@ -163,7 +165,7 @@ class WithSpecialTokens:
 
     def __init__(self, base, names: Sequence[str] = ("[PAD]", "[MASK]", "[CLS]")):
         names = tuple(names)
-        if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
             raise ConfigError(f"special token names must be distinct non-empty strings, got {names!r:.80}")
         self.base, self.names = base, names
 
@@ -236,11 +238,11 @@ def save_tokenizer(tokenizer, path) -> None:
 
 def load_tokenizer(path):
     """The tokenizer in a JSON file written by ``save_tokenizer`` (``tinylm train --tokenizer``)."""
+    raw = read_bounded(path, MAX_TOKENIZER_BYTES, "tokenizer file", DataError)
     try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is not a tokenizer JSON file ({exc}); make one with "
-                        "'tinylm tokenizer train'") from None
+        d = jsonsafe.parse(raw, f"tokenizer file {path}", DataError)
+    except DataError as exc:
+        raise DataError(f"{exc}; make one with 'tinylm tokenizer train'") from None
     try:
         return tokenizer_from_dict(d)
     except CheckpointError as exc:

@@ -47,6 +47,7 @@ def finetune(ckpt, train_file, val_file, out, overwrite, pooling, strict, as_jso
       tinylm classify --ckpt clf "what a great film"
     """
     from tinylm.checkpoint import checkpoint_path
+    from tinylm import rundir
     from tinylm.classify import finetune as run_finetune, format_report
 
     activate_backend(backend, threads)
@@ -58,7 +59,7 @@ def finetune(ckpt, train_file, val_file, out, overwrite, pooling, strict, as_jso
         given.setdefault("min_lr", given["learning_rate"] / 10)
     train_config = TrainConfig(**{**FINETUNE_DEFAULTS, **given})
     echo_err(f"finetune: {json.dumps(train_config.to_dict())}")
-    with StopOnSignal() as stop:
+    with rundir.exclusive(out), StopOnSignal() as stop:  # one writer per --out, probed first
         result = run_finetune(ckpt, train_file, val_file, out, train_config, pooling, strict,
                               on_event=Progress(train_config.max_iters, None),
                               warn=lambda m: echo_err(f"warning: {m}"),

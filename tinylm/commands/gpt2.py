@@ -22,12 +22,14 @@ def import_gpt2(directory, out, overwrite):
       tinylm import-gpt2 ~/models/gpt2 --out gpt2
       tinylm sample --ckpt gpt2 --prompt "Hello, I'm a language model," --top-k 40
     """
+    from tinylm import rundir
     from tinylm.checkpoint import checkpoint_path
     from tinylm.gpt2 import import_gpt2 as convert
 
     if checkpoint_path(out).exists() and not overwrite:
         raise ConfigError(f"{out} already holds a checkpoint; pass --overwrite or another --out")
-    path = convert(directory, out)
+    with rundir.exclusive(out):  # one writer per --out, probed first
+        path = convert(directory, out)
     click.echo(f"wrote {path}")
     return 0
 
