@@ -20,14 +20,14 @@ from tinylm import ops  # noqa: F401,E402  (installs Tensor's operators)
 from tinylm.errors import (BackendUnavailable, CheckpointError, ConfigError, DataError,
                            TinyLMError, TrainingDiverged)
 from tinylm.models import GPT, GPTConfig
-from tinylm.nn import Module, Parameter
+from tinylm.nn import Buffer, Module, Parameter
 from tinylm.tensor import Tensor, get_default_dtype, no_grad, set_default_dtype
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "no_grad", "get_default_dtype", "set_default_dtype", "ops",
-    "Module", "Parameter", "GPT", "GPTConfig",
+    "Module", "Parameter", "Buffer", "GPT", "GPTConfig",
     "TinyLMError", "ConfigError", "DataError", "CheckpointError", "BackendUnavailable",
     "TrainingDiverged",
 ]
