@@ -107,7 +107,7 @@ def _exercise(k, dtype) -> None:
     k.attention_backward(att, q, q, q, P, 0.5)
     k.embedding_backward(x.reshape(6, 8), targets.clip(0), 8)
     h, c, gates = k.lstm_forward(x.repeat(4, axis=-1), x[:, 0], x[:, 0], np.ones((8, 32), dtype))
-    k.lstm_backward(h, x[:, 0], x[:, 0], np.ones((8, 32), dtype), h, c, gates)
+    k.lstm_backward(h, c, x[:, 0], x[:, 0], np.ones((8, 32), dtype), h, c, gates)
     for size in (8, 40_000):  # the serial and the parallel AdamW
         p = np.zeros(size, dtype)
         k.adamw_update(p, p + 1, np.zeros_like(p), np.zeros_like(p), 1e-3, 0.9, 0.99, 1e-8, 0.1, 1)

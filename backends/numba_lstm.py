@@ -35,11 +35,11 @@ def lstm_cell_forward(a, c_prev, gates, c, h):
             h[b, j] = o * math.tanh(c[b, j])
 
 
-# dh = dh_out + dh_rec;  dc = dc_next + dh o (1 − tanh² c)
+# dh = dh_out + dh_rec;  dc = dc_out + dc_next + dh o (1 − tanh² c)
 # term 1: di σ' = dc g i (1 − i);   term 2: df σ' = dc c_prev f (1 − f)
 # term 3: dg tanh' = dc i (1 − g²); term 4: do σ' = dh tanh(c) o (1 − o);  dc_prev = dc f
 @njit(**_JIT)
-def lstm_cell_backward(dh_out, dh_rec, dc, gates, c_prev, c, da):
+def lstm_cell_backward(dh_out, dh_rec, dc_out, dc, gates, c_prev, c, da):
     """One step back: writes da (B, 4H) and replaces dc (B, H), the cell gradient, by dc_prev."""
     B, H4 = da.shape
     H = H4 // 4
@@ -48,7 +48,7 @@ def lstm_cell_backward(dh_out, dh_rec, dc, gates, c_prev, c, da):
             i, f, g, o = gates[b, j], gates[b, H + j], gates[b, 2 * H + j], gates[b, 3 * H + j]
             tanh_c = math.tanh(c[b, j])
             dh = dh_out[b, j] + dh_rec[b, j]
-            dcell = dc[b, j] + dh * o * (1.0 - tanh_c * tanh_c)
+            dcell = dc_out[b, j] + dc[b, j] + dh * o * (1.0 - tanh_c * tanh_c)
             da[b, j] = dcell * g * i * (1.0 - i)
             da[b, H + j] = dcell * c_prev[b, j] * f * (1.0 - f)
             da[b, 2 * H + j] = dcell * i * (1.0 - g * g)
@@ -75,18 +75,19 @@ class NumbaLSTMKernels:
             h_prev, c_prev = h[t], c[t]
         return h.transpose(1, 0, 2), c.transpose(1, 0, 2), gates       # (B, T, H) views
 
-    def lstm_backward(self, dh, h0, c0, w_hh, h, c, gates):
+    def lstm_backward(self, dh, dc, h0, c0, w_hh, h, c, gates):
         B, T, H = dh.shape
         dh_t = np.ascontiguousarray(dh.transpose(1, 0, 2))               # (T, B, H)
-        h_t, c_t = h.transpose(1, 0, 2), c.transpose(1, 0, 2)             # time-major again
+        dc_t = np.ascontiguousarray(dc.transpose(1, 0, 2))
+        h_t, c_t = h.transpose(1, 0, 2), c.transpose(1, 0, 2)             # time-major again (views)
         dxw = np.empty((T, B, 4 * H), dtype=dh.dtype)
         dh_rec = np.zeros((B, H), dtype=dh.dtype)
-        dc = np.zeros((B, H), dtype=dh.dtype)
+        dc_rec = np.zeros((B, H), dtype=dh.dtype)
         w_hh_t = np.ascontiguousarray(w_hh.T)                            # (4H, H)
         for t in reversed(range(T)):
             c_prev = c_t[t - 1] if t > 0 else np.ascontiguousarray(c0)
-            lstm_cell_backward(dh_t[t], dh_rec, dc, gates[t], c_prev, c_t[t], dxw[t])
+            lstm_cell_backward(dh_t[t], dh_rec, dc_t[t], dc_rec, gates[t], c_prev, c_t[t], dxw[t])
             dh_rec = dxw[t] @ w_hh_t                                     # (B, H), BLAS
         h_prev = np.concatenate([h0[None], h_t[:-1]], axis=0)           # (T, B, H): h_{t-1}
         dw_hh = h_prev.reshape(T * B, H).T @ dxw.reshape(T * B, 4 * H)   # (H, 4H)
-        return dxw.transpose(1, 0, 2), dh_rec, dc, dw_hh
+        return dxw.transpose(1, 0, 2), dh_rec, dc_rec, dw_hh

@@ -47,12 +47,12 @@ class LSTMKernels:
         return h, c, gates
 
     # backward through time, t = T-1 .. 0, with dh_t = dh[t] + (the gradient from step t+1):
-    #   do = dh_t tanh(c_t);   dc_t = dc_{t+1 -> t} + dh_t o (1 - tanh² c_t)
+    #   do = dh_t tanh(c_t);   dc_t = dc[t] + dc_{t+1 -> t} + dh_t o (1 - tanh² c_t)
     #   di = dc_t g;  dg = dc_t i;  df = dc_t c_{t-1};  dc_{t -> t-1} = dc_t f
     #   da = [di i(1-i) | df f(1-f) | dg (1-g²) | do o(1-o)];  dh_{t -> t-1} = da W_hhᵀ
     #   dW_hh = Σ_t h_{t-1}ᵀ da_t;  dxw_t = da_t
-    def lstm_backward(self, dh, h0, c0, w_hh, h, c, gates):
-        """dh (B, T, H) and the forward's values -> dxw (B, T, 4H), dh0, dc0 (B, H), dw_hh (H, 4H)."""
+    def lstm_backward(self, dh, dc, h0, c0, w_hh, h, c, gates):
+        """dh, dc (B, T, H) and the forward's values -> dxw (B, T, 4H), dh0, dc0 (B, H), dw_hh (H, 4H)."""
         xp = self.xp
         B, T, H = dh.shape
         dxw = xp.empty((B, T, 4 * H), dtype=dh.dtype)
@@ -63,12 +63,12 @@ class LSTMKernels:
             c_prev = c[:, t - 1] if t > 0 else c0
             tanh_c = xp.tanh(c[:, t])
             dh_t = dh[:, t] + dh_next
-            dc = dc_next + dh_t * o * (1.0 - tanh_c * tanh_c)
-            dxw[:, t, :H] = dc * g * i * (1.0 - i)                      # di ⊙ σ'
-            dxw[:, t, H:2 * H] = dc * c_prev * f * (1.0 - f)            # df ⊙ σ'
-            dxw[:, t, 2 * H:3 * H] = dc * i * (1.0 - g * g)             # dg ⊙ tanh'
+            dc_t = dc[:, t] + dc_next + dh_t * o * (1.0 - tanh_c * tanh_c)
+            dxw[:, t, :H] = dc_t * g * i * (1.0 - i)                    # di ⊙ σ'
+            dxw[:, t, H:2 * H] = dc_t * c_prev * f * (1.0 - f)          # df ⊙ σ'
+            dxw[:, t, 2 * H:3 * H] = dc_t * i * (1.0 - g * g)           # dg ⊙ tanh'
             dxw[:, t, 3 * H:] = dh_t * tanh_c * o * (1.0 - o)           # do ⊙ σ'
-            dc_next = dc * f
+            dc_next = dc_t * f
             dh_next = dxw[:, t] @ w_hh.T                                # (B, H)
         h_prev = xp.concatenate([h0[:, None], h[:, :-1]], axis=1)       # (B, T, H): h_{t-1}
         dw_hh = h_prev.reshape(B * T, H).T @ dxw.reshape(B * T, 4 * H)  # (H, 4H)

@@ -112,7 +112,8 @@ def _lstm(k, put, s):
     h0, c0 = put(s.normal((s.B, hidden))), put(s.normal((s.B, hidden)))
     w_hh = put(s.normal((hidden, 4 * hidden)) / np.sqrt(hidden))
     h, c, gates = k.lstm_forward(xw, h0, c0, w_hh)
-    return (h, c), (put(s.normal((s.B, s.T, hidden))), h0, c0, w_hh, h, c, gates)
+    dh, dc = put(s.normal((s.B, s.T, hidden))), put(s.normal((s.B, s.T, hidden)))
+    return (h, c), (dh, dc, h0, c0, w_hh, h, c, gates)
 
 
 def lstm_forward(k, put, s):
