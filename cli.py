@@ -96,7 +96,7 @@ for command in (finetune.finetune, finetune.classify, tokenizer.tokenizer, gpt2.
 def _config_options(f):
     """One option per config field: --n-layer -> n_layer (nanoGPT's names)."""
     for fld in reversed(MODEL_FIELDS + TRAIN_FIELDS):
-        kind = {int: click.INT, float: click.FLOAT, bool: click.BOOL}[type(fld.default)]
+        kind = {int: click.INT, float: click.FLOAT, bool: click.BOOL, str: click.STRING}[type(fld.default)]
         f = click.option(f"--{fld.name.replace('_', '-')}", fld.name, type=kind, default=None,
                          help=f"[{PRESETS[DEFAULT_PRESET].get(fld.name, fld.default)}]")(f)
     return f

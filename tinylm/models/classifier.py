@@ -93,10 +93,9 @@ class ClassifierConfig:
 
     def count_parameters(self) -> int:
         """The backbone's parameters plus the head's C K + K (checked against a checkpoint)."""
-        from tinylm.resources import count_parameters
         c = self.backbone_config()
         head = c.n_embd * self.n_classes + self.n_classes
-        return count_parameters(c.vocab_size, c.block_size, c.n_layer, c.n_embd, c.bias) + head
+        return c.count_parameters() + head
 
     @property
     def block_size(self) -> int:

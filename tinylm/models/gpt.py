@@ -14,8 +14,12 @@ import numpy as np
 
 from tinylm import backends, ops
 from tinylm.errors import ConfigError, from_known_fields, require_positive_ints
-from tinylm.nn import Dropout, Embedding, LayerNorm, Linear, Module
+from tinylm.nn import Dropout, Embedding, LayerNorm, Linear, Module, RMSNorm, Rotary
+from tinylm.ops.llama import rms_norm_forward, rotate
 from tinylm.tensor import Tensor, no_grad
+
+NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}   # GPT-2's; LLaMA's (no mean, no bias)
+POS_ENCODINGS = ("learned", "rope")                    # GPT-2's wpe table; rotary q and k
 
 
 @dataclass(frozen=True)
@@ -27,12 +31,22 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True         # biases in Linear layers (LayerNorm always has them)
+    norm: str = "layernorm"   # "layernorm" (GPT-2) or "rmsnorm" (LLaMA)
+    pos_encoding: str = "learned"  # "learned" position table (GPT-2) or "rope" (rotary, LLaMA)
 
     def __post_init__(self):
         require_positive_ints(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                               f"try n_embd {self.n_head * max(1, round(self.n_embd / self.n_head))}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.pos_encoding not in POS_ENCODINGS:
+            raise ConfigError(f"pos_encoding must be one of {', '.join(POS_ENCODINGS)}, "
+                              f"got {self.pos_encoding!r}")
+        if self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ConfigError(f"rope rotates pairs of channels: the head size n_embd / n_head = "
+                              f"{self.n_embd // self.n_head} must be even")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
@@ -41,7 +55,14 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
-        return from_known_fields(cls, d, "GPT")
+        return from_known_fields(cls, d, "GPT")  # a checkpoint older than a field gets its default
+
+    def count_parameters(self) -> int:
+        """Exactly ``GPT(cfg).num_parameters()``: no position table with rope, no norm biases with rmsnorm."""
+        from tinylm.resources import count_parameters
+        n = count_parameters(self.vocab_size, self.block_size, self.n_layer, self.n_embd, self.bias)
+        n -= self.block_size * self.n_embd if self.pos_encoding == "rope" else 0
+        return n - ((2 * self.n_layer + 1) * self.n_embd if self.norm == "rmsnorm" else 0)
 
 
 class KVCache:
@@ -88,6 +109,8 @@ def _affine(x, linear: Linear):
 def _layer_norm(x, ln: LayerNorm):
     """(x - mean) / sqrt(var + eps) * w + b over the last axis: the layernorm_forward kernel's
     equation in fewer array calls (sum * 1/C for the means; none of the saved statistics)."""
+    if isinstance(ln, RMSNorm):
+        return rms_norm_forward(x, ln.weight.data, ln.eps)[0]
     inv_c = 1.0 / x.shape[-1]
     xc = x - x.sum(axis=-1, keepdims=True) * inv_c
     var = (xc * xc).sum(axis=-1, keepdims=True) * inv_c
@@ -108,6 +131,8 @@ class CausalSelfAttention(Module):
         self.c_proj = Linear(cfg.n_embd, cfg.n_embd, rng, cfg.bias,
                              std=0.02 / math.sqrt(2 * cfg.n_layer))
         self.resid_dropout = Dropout(cfg.dropout)
+        head_dim = cfg.n_embd // cfg.n_head
+        self.rotary = Rotary(head_dim, cfg.block_size) if cfg.pos_encoding == "rope" else None
         # Head ablation for interpretability (tinylm.lab.heads); None while training.
         # head_mask (H, 1): 1 keeps a head, 0 replaces its output by head_fill (H, D).
         self.head_mask = None
@@ -116,14 +141,18 @@ class CausalSelfAttention(Module):
     def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q, k, v, each (B, H, T, D): the fused projection's thirds, split into heads."""
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(3, axis=2)                        # 3 x (B, T, C)
+        qkv = self.c_attn(x)
+        q, k, v = (qkv if self.rotary is None else self.rotary(qkv, self.n_head)).split(3, axis=2)
         split = lambda t: t.reshape(B, T, self.n_head, C // self.n_head).transpose(0, 2, 1, 3)
         return split(q), split(k), split(v)                              # (B, H, T, D)
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, C = x.shape
+        qkv = self.c_attn(x)                                             # (B, T, 3C)
+        if self.rotary is not None:
+            qkv = self.rotary(qkv, self.n_head)                          # q, k turned by position
         # causal_attention on each head of _heads(x), heads merged back: one op
-        y = ops.causal_self_attention(self.c_attn(x), self.n_head)      # (B, T, C)
+        y = ops.causal_self_attention(qkv, self.n_head)                  # (B, T, C)
         if self.head_mask is not None:  # y_h <- m_h y_h + (1 - m_h) fill_h
             y = y.reshape(B, T, self.n_head, C // self.n_head)           # (B, T, H, D)
             y = (y * self.head_mask + (1.0 - self.head_mask) * self.head_fill).reshape(B, T, C)
@@ -147,6 +176,10 @@ class CausalSelfAttention(Module):
         B, Tn, C = x.shape
         H, D = self.n_head, C // self.n_head
         qkv = _affine(x, self.c_attn).reshape(B, Tn, 3, H, D).transpose(2, 0, 3, 1, 4)  # (3, B, H, Tn, D)
+        if self.rotary is not None:  # positions cache.length .. cache.length + Tn - 1
+            t0 = cache.length
+            turn = (self.rotary.cos.data[t0:t0 + Tn], self.rotary.sin.data[t0:t0 + Tn])  # (Tn, D/2)
+            qkv = cache.xp.concatenate([rotate(qkv[:2], *turn), qkv[2:]])  # q, k turned; v as is
         keys, values = cache.append(layer, qkv[1], qkv[2])               # (B, H, t, D), t = length + Tn
         att = qkv[0] @ keys.swapaxes(-1, -2)                             # (B, H, Tn, t)
         att *= 1.0 / math.sqrt(D)
@@ -180,9 +213,9 @@ class Block(Module):
     """Pre-LN residual block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
 
     def __init__(self, cfg: GPTConfig, rng: np.random.Generator):
-        self.ln_1 = LayerNorm(cfg.n_embd)
+        self.ln_1 = NORMS[cfg.norm](cfg.n_embd)
         self.attn = CausalSelfAttention(cfg, rng)
-        self.ln_2 = LayerNorm(cfg.n_embd)
+        self.ln_2 = NORMS[cfg.norm](cfg.n_embd)
         self.mlp = MLP(cfg, rng)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -204,10 +237,11 @@ class GPT(Module):
         self.config = cfg
         rng = np.random.default_rng(seed)  # initialised on the host: identical on every backend
         self.wte = Embedding(cfg.vocab_size, cfg.n_embd, rng)
-        self.wpe = Embedding(cfg.block_size, cfg.n_embd, rng)
+        # rope: positions enter through attention's q and k, not a table added to the input
+        self.wpe = Embedding(cfg.block_size, cfg.n_embd, rng) if cfg.pos_encoding == "learned" else None
         self.drop = Dropout(cfg.dropout)
         self.blocks = [Block(cfg, rng) for _ in range(cfg.n_layer)]
-        self.ln_f = LayerNorm(cfg.n_embd)
+        self.ln_f = NORMS[cfg.norm](cfg.n_embd)
 
     def features(self, idx) -> Tensor:
         """idx (B, T) int -> the final hidden states (B, T, C), before the output projection."""
@@ -216,8 +250,10 @@ class GPT(Module):
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}; "
                              "crop the input to the last block_size tokens")
-        pos = backends.current().xp.arange(T)
-        x = self.drop(self.wte(idx) + self.wpe(pos))                     # (B, T, C)
+        x = self.wte(idx)                                                # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe(backends.current().xp.arange(T))
+        x = self.drop(x)
         for block in self.blocks:
             x = block(x)
         return self.ln_f(x)
@@ -251,7 +287,9 @@ class GPT(Module):
         if t0 + Tn > self.config.block_size:
             raise ValueError(f"the cache holds {t0} tokens and {Tn} more exceed block_size "
                              f"{self.config.block_size}; clear it and feed a cropped context")
-        x = self.wte.weight.data[idx] + self.wpe.weight.data[t0:t0 + Tn]  # (B, Tn, C)
+        x = self.wte.weight.data[idx]                                     # (B, Tn, C)
+        if self.wpe is not None:
+            x = x + self.wpe.weight.data[t0:t0 + Tn]
         for layer, block in enumerate(self.blocks):
             x = block.step(x, cache, layer)
         cache.length += Tn
