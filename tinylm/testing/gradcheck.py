@@ -65,7 +65,7 @@ def check_gradients(fn, *inputs, params=None, names=None, atol: float = 1e-6,
 
 
 def check_vjp(fn, *inputs, params=None, names=None, atol: float = 1e-6, rtol: float = 1e-5,
-              eps: float = 1e-5, seed: int = 0, param_scale: float = 0.5) -> None:
+              eps: float = 1e-6, seed: int = 0, param_scale: float = 0.5) -> None:
     """Assert ⟨∇L, v⟩ matches a directional central difference, for one random v per input.
 
     Same arguments as :func:`check_gradients`; cheap enough for model-sized inputs.
