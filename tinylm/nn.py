@@ -74,23 +74,21 @@ class Module:
             if isinstance(child, Module):
                 yield from child.named_modules(f"{prefix}{name}.")
 
-    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
-        """(dotted name, parameter), each shared parameter once under its first name."""
+    def _named(self, kind) -> Iterator[tuple[str, Tensor]]:
+        """(dotted name, tensor) for every ``kind`` (Parameter or Buffer), each shared one once
+        under its first name."""
         seen = set()
         for prefix, module in self.named_modules():
             for name, child in module._children():
-                if isinstance(child, Parameter) and id(child) not in seen:
+                if isinstance(child, kind) and id(child) not in seen:
                     seen.add(id(child))
                     yield prefix + name, child
 
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        return self._named(Parameter)
+
     def named_buffers(self) -> Iterator[tuple[str, Buffer]]:
-        """(dotted name, buffer), each shared buffer once under its first name."""
-        seen = set()
-        for prefix, module in self.named_modules():
-            for name, child in module._children():
-                if isinstance(child, Buffer) and id(child) not in seen:
-                    seen.add(id(child))
-                    yield prefix + name, child
+        return self._named(Buffer)
 
     def _named_state(self) -> dict[str, Tensor]:
         """What state_dict saves: every parameter and every persistent buffer, by dotted name."""
