@@ -420,3 +420,27 @@ def test_adamw_does_not_decay_biases_and_gains_of_a_model():
     for name, p in model.named_parameters():
         factor = 0.95 if p.ndim >= 2 else 1.0
         np.testing.assert_allclose(p.numpy(), before[name] * factor, rtol=1e-6, err_msg=name)
+
+
+# ---- recurrence ----------------------------------------------------------------------------------
+
+def _np_lstm(xw, w_hh, h, c):
+    """The LSTM recurrence step by step in plain NumPy: gates [i f g o], σ = 1 / (1 + e^-x)."""
+    sigma = lambda a: 1.0 / (1.0 + np.exp(-a))
+    H = h.shape[-1]
+    hs, cs = [], []
+    for t in range(xw.shape[1]):
+        a = xw[:, t] + h @ w_hh
+        i, f, g, o = sigma(a[:, :H]), sigma(a[:, H:2 * H]), np.tanh(a[:, 2 * H:3 * H]), sigma(a[:, 3 * H:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        hs.append(h)
+        cs.append(c)
+    return np.stack(hs, axis=1), np.stack(cs, axis=1)
+
+
+@covers("lstm")
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 3), st.data())
+def test_lstm_is_the_recurrence_step_by_step(B, T, H, data):
+    check_op(ops.lstm, arrays(data, (B, T, 4 * H), magnitude=3.0), arrays(data, (H, 4 * H)),
+             arrays(data, (B, H)), arrays(data, (B, H)), reference=_np_lstm)
