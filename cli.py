@@ -97,7 +97,7 @@ for command in (finetune.finetune, finetune.classify, tokenizer.tokenizer, gpt2.
 def _config_options(f):
     """One option per config field: --n-layer -> n_layer (nanoGPT's names)."""
     for fld in reversed(MODEL_FIELDS + TRAIN_FIELDS):
-        kind = {int: click.INT, float: click.FLOAT, bool: click.BOOL}[type(fld.default)]
+        kind = {int: click.INT, float: click.FLOAT, bool: click.BOOL, str: click.STRING}[type(fld.default)]
         f = click.option(f"--{fld.name.replace('_', '-')}", fld.name, type=kind, default=None,
                          help=f"[{PRESETS[DEFAULT_PRESET].get(fld.name, fld.default)}]")(f)
     return f
@@ -126,10 +126,13 @@ def _config_options(f):
                    "filling in masked tokens (BERT), to fine-tune with 'tinylm finetune'.")
 @click.option("--tokenizer", "tokenizer_file", type=click.Path(dir_okay=False), default=None,
               help="Tokenizer JSON from 'tinylm tokenizer train' [the data's characters].")
+@click.option("--model", "model_kind", type=click.Choice(["gpt", "lstm"]), default=None,
+              help="gpt: the transformer [default]; lstm: embedding -> LSTM layers -> linear head, "
+                   "the recurrent baseline (uses --n-layer, --n-embd, --block-size, --dropout).")
 @backend_option
 @_config_options
 def train(preset, config_file, data, val_fraction, out, resume, overwrite, distributed,
-          dist_timeout, objective, tokenizer_file, backend, threads, **values):
+          dist_timeout, objective, tokenizer_file, model_kind, backend, threads, **values):
     """Train a GPT on a text corpus (characters as tokens, or --tokenizer).
 
     \b
@@ -141,13 +144,14 @@ def train(preset, config_file, data, val_fraction, out, resume, overwrite, distr
       mpiexec -n 2 tinylm train --distributed    # 2 processes, batch 2 x 12
       tinylm train --objective mlm --out enc     # masked-LM pre-training of an encoder
       tinylm train --data input.txt --tokenizer tok.json   # BPE tokens ('tinylm tokenizer train')
+      tinylm train --model lstm --preset tiny --out lstm   # the recurrent baseline
     """
     from tinylm.distributed import SingleProcess, connect
 
     comm = connect(backend, dist_timeout) if distributed else SingleProcess()  # NCCL picks the GPU
     with comm.abort_on_error(), _sole_writer(out, comm.rank):
         return _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite,
-                      backend, threads, values, objective, tokenizer_file)
+                      backend, threads, values, objective, tokenizer_file, model_kind)
 
 
 def _sole_writer(out, rank: int):
@@ -158,7 +162,7 @@ def _sole_writer(out, rank: int):
 
 
 def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite, backend,
-           threads, values, objective=None, tokenizer_file=None):
+           threads, values, objective=None, tokenizer_file=None, model_kind=None):
     """`tinylm train` on one rank: rank 0 reports and saves, the others stay quiet."""
     from tinylm.checkpoint import checkpoint_path
     from tinylm.data import unigram_entropy
@@ -180,15 +184,17 @@ def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite
         run = resume_run(out, given, data)
         if objective not in (None, run.objective):
             raise ConfigError(f"{out} was trained with --objective {run.objective}; drop --objective")
+        if model_kind not in (None, run.state.model.model_type):
+            raise ConfigError(f"{out} holds a {run.state.model.model_type} model; drop --model")
         say(f"resuming {run.out} at step {run.state.step}")
     else:
         if checkpoint_path(out).exists() and not overwrite:
             raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it, "
                               "--overwrite to replace it, or another --out")
-        model_fields, train_config = resolve_config(preset, toml_values, values)
+        model_fields, train_config = resolve_config(preset, toml_values, values, model_kind or "gpt")
         tokenizer = load_tokenizer(tokenizer_file) if tokenizer_file else None
         run = new_run(model_fields, train_config, data, val_fraction, out, objective or "clm",
-                      tokenizer=tokenizer)
+                      tokenizer=tokenizer, model=model_kind or "gpt")
     if run.objective != "clm" and not isinstance(comm, SingleProcess):
         raise ConfigError("--distributed trains the clm objective only; drop --distributed")
     replicate(run.state, run.train_config, comm)  # rank 0's weights everywhere; a batch stream per rank

@@ -109,6 +109,8 @@ def _exercise(k, dtype) -> None:
     att, P = k.attention_forward(q, q, q, 0.5)
     k.attention_backward(att, q, q, q, P, 0.5)
     k.embedding_backward(x.reshape(6, 8), targets.clip(0), 8)
+    h, c, gates = k.lstm_forward(x.repeat(4, axis=-1), x[:, 0], x[:, 0], np.ones((8, 32), dtype))
+    k.lstm_backward(h, c, x[:, 0], x[:, 0], np.ones((8, 32), dtype), h, c, gates)
     # the serial AdamW below ADAMW_PARALLEL_MIN elements, the parallel one from there
     # (a 4 MB float32 buffer, once): each compiles on its first call
     for size in (8, ADAMW_PARALLEL_MIN):

@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from .numba_math import exp, row_dot, row_sum
+from .numba_lstm import NumbaLSTMKernels
 from .numpy_backend import NumpyKernels
 
 # error_model="numpy": x / 0 is inf or nan, as in NumPy, instead of a Python
@@ -263,7 +264,7 @@ def _rows(a, ncols: int):
     return np.ascontiguousarray(a).reshape(-1, ncols)
 
 
-class NumbaKernels(NumpyKernels):
+class NumbaKernels(NumbaLSTMKernels, NumpyKernels):
     """The reference kernels with the elementwise and row-wise work compiled by Numba.
 
     Scalars are cast to the arrays' dtype before a call, so float32 arrays get

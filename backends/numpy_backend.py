@@ -15,6 +15,7 @@ import numpy as np
 
 from .base import Backend
 from .host_memory import keep_freed_memory
+from .numpy_lstm import LSTMKernels
 
 NAME = "numpy"
 
@@ -26,13 +27,14 @@ KERNELS = (
     "attention_forward", "attention_backward",
     "embedding_backward",
     "adamw_update",
+    "lstm_forward", "lstm_backward",
 )
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 
 
-class NumpyKernels:
-    """Reference kernels over the array module ``xp``."""
+class NumpyKernels(LSTMKernels):
+    """Reference kernels over the array module ``xp`` (the LSTM's in numpy_lstm.py)."""
 
     def __init__(self, xp=np):
         self.xp = xp

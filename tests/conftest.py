@@ -1,6 +1,7 @@
 """Shared test configuration: hypothesis profiles, global-state hygiene, the backend fixture.
 
-Hypothesis profiles (docs/testing.md), chosen by TINYLM_HYPOTHESIS_PROFILE:
+Hypothesis profiles (docs/testing.md; defined in tinylm/testing/profiles.py, which
+users' test suites load the same way), chosen by TINYLM_HYPOTHESIS_PROFILE:
 - ``ci`` (default): deterministic (derandomize), few examples, no deadline — what .ci/run uses;
 - ``thorough``: many random examples, for local runs before a release.
 """
@@ -8,24 +9,17 @@ Hypothesis profiles (docs/testing.md), chosen by TINYLM_HYPOTHESIS_PROFILE:
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 from tinylm import backends
 from tinylm.tensor import get_default_dtype, set_default_dtype
+from tinylm.testing.profiles import load_profile
 
 # ---- hypothesis profiles ----------------------------------------------------------------------
-
-settings.register_profile(
-    "ci", derandomize=True, database=None, max_examples=25, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow], print_blob=True)
-settings.register_profile(
-    "thorough", max_examples=500, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow], print_blob=True)
 
 PROFILE = os.environ.get("TINYLM_HYPOTHESIS_PROFILE", "ci")
 if PROFILE not in ("ci", "thorough"):
     raise pytest.UsageError(f"TINYLM_HYPOTHESIS_PROFILE={PROFILE!r}: choose 'ci' or 'thorough'")
-settings.load_profile(PROFILE)
+load_profile(f"tinylm-{PROFILE}")
 
 
 def pytest_report_header(config):

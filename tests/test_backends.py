@@ -108,12 +108,31 @@ def adamw_update(k, put, s):
     return p, m, v
 
 
+def _lstm(k, put, s):
+    hidden = s.D
+    xw = put(s.normal((s.B, s.T, 4 * hidden)) * s.sharp)              # pre-activations up to ~ +-3
+    h0, c0 = put(s.normal((s.B, hidden))), put(s.normal((s.B, hidden)))
+    w_hh = put(s.normal((hidden, 4 * hidden)) / np.sqrt(hidden))
+    h, c, gates = k.lstm_forward(xw, h0, c0, w_hh)
+    dh, dc = put(s.normal((s.B, s.T, hidden))), put(s.normal((s.B, s.T, hidden)))
+    return (h, c), (dh, dc, h0, c0, w_hh, h, c, gates)
+
+
+def lstm_forward(k, put, s):
+    return _lstm(k, put, s)[0]
+
+
+def lstm_backward(k, put, s):
+    return k.lstm_backward(*_lstm(k, put, s)[1])
+
+
 CASES = {
     "softmax_xent_forward": xent_forward, "softmax_xent_backward": xent_backward,
     "layernorm_forward": layernorm_forward, "layernorm_backward": layernorm_backward,
     "gelu_forward": gelu_forward, "gelu_backward": gelu_backward,
     "attention_forward": attention_forward, "attention_backward": attention_backward,
     "embedding_backward": embedding_backward, "adamw_update": adamw_update,
+    "lstm_forward": lstm_forward, "lstm_backward": lstm_backward,
 }
 
 

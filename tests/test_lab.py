@@ -245,3 +245,23 @@ def test_lab_bad_input_is_one_line(args, fragment):
 def test_lab_help_has_an_example(command):
     result = run(*command, "--help")
     assert result.exit_code == 0 and "Example" in result.output
+
+
+# --------------------------------------------------------------------------- the LSTM control
+def test_the_lstm_control_has_about_the_models_parameter_count():
+    from tinylm.lab.induction import attention_model, lstm_control
+    cfg = InductionConfig()
+    n_model = attention_model(cfg, cfg.n_layer).num_parameters()
+    assert abs(lstm_control(cfg, n_model).num_parameters() - n_model) < 0.02 * n_model
+
+
+def test_lab_induction_with_the_lstm_control(tmp_path):
+    result = run("lab", "induction", "--control", "lstm", "--out", tmp_path, *TINY_LAB["induction"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "results.json").read_text())
+    control = report["runs"]["control"]
+    assert control["label"].startswith("LSTM (hidden ") and "copied_loss" in control["history"][-1]
+    assert "LSTM (hidden" in result.stdout and (tmp_path / "induction.png").exists()
+    bad = run("lab", "induction", "--control", "gru")
+    assert bad.exit_code != 0 and bad.stderr.strip() == \
+        "error: control must be one of attention, lstm, got 'gru'"

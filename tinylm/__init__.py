@@ -22,7 +22,7 @@ del _p, _here, _root
 _EXPORTS = {
     "ops": "tinylm.ops", "Tensor": "tinylm.tensor", "no_grad": "tinylm.tensor",
     "get_default_dtype": "tinylm.tensor", "set_default_dtype": "tinylm.tensor",
-    "Module": "tinylm.nn", "Parameter": "tinylm.nn", "GPT": "tinylm.models", "GPTConfig": "tinylm.models",
+    "Module": "tinylm.nn", "Parameter": "tinylm.nn", "Buffer": "tinylm.nn", "GPT": "tinylm.models", "GPTConfig": "tinylm.models",
     **{name: "tinylm.errors" for name in ("TinyLMError", "ConfigError", "DataError", "CheckpointError",
                                           "BackendUnavailable", "TrainingDiverged")},
 }
@@ -44,7 +44,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "no_grad", "get_default_dtype", "set_default_dtype", "ops",
-    "Module", "Parameter", "GPT", "GPTConfig",
+    "Module", "Parameter", "Buffer", "GPT", "GPTConfig",
     "TinyLMError", "ConfigError", "DataError", "CheckpointError", "BackendUnavailable",
     "TrainingDiverged",
 ]

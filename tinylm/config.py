@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 
 from tinylm.errors import ConfigError, from_known_fields, require_positive_ints
 from tinylm.fileio import read_bounded
-from tinylm.models import GPTConfig
+from tinylm.models import GPTConfig, LSTMConfig
 from tinylm.optim import cosine_lr
 
 
@@ -136,12 +136,30 @@ def _check_kind(path: str, name: str, value, kind: type) -> None:
         raise ConfigError(f"{path}: {name} must be {wanted}, got {value!r:.40}")
 
 
-def resolve_config(preset: str | None, toml_values: dict, cli_values: dict) -> tuple[dict, TrainConfig]:
+# The model configs `tinylm train --model` chooses between (a preset's GPT-only fields,
+# such as n_head, do not apply to the LSTM; given explicitly they are refused).
+MODEL_CONFIGS = {"gpt": GPTConfig, "lstm": LSTMConfig}
+
+
+def resolve_config(preset: str | None, toml_values: dict, cli_values: dict,
+                   model: str = "gpt") -> tuple[dict, TrainConfig]:
     """defaults < preset < TOML file < command line; returns (model fields, train config)."""
+    if model not in MODEL_CONFIGS:
+        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODEL_CONFIGS)}")
+    config_cls = MODEL_CONFIGS[model]
+    own = {f.name for f in fields(config_cls)}
+    given = {**toml_values, **{k: v for k, v in cli_values.items() if v is not None}}
+    foreign = sorted(k for k in given if k in {f.name for f in MODEL_FIELDS} and k not in own)
+    if foreign:
+        raise ConfigError(f"{', '.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not a field "
+                          f"of the {model} model (its fields: {', '.join(sorted(own - {'vocab_size'}))}); "
+                          f"drop {' '.join('--' + k.replace('_', '-') for k in foreign)}")
     merged = dict(PRESETS[preset or toml_values.get("preset") or DEFAULT_PRESET])
     merged.update({k: v for k, v in toml_values.items() if k not in ("preset", "data", "val_fraction")})
     merged.update({k: v for k, v in cli_values.items() if v is not None})
-    model = {f.name: merged.get(f.name, f.default) for f in MODEL_FIELDS}
+    defaults = {f.name: f.default for f in fields(config_cls)}
+    model_fields = {f.name: merged.get(f.name, defaults.get(f.name, f.default)) for f in MODEL_FIELDS
+                    if f.name in own}
     train = TrainConfig(**{f.name: merged[f.name] for f in TRAIN_FIELDS if f.name in merged})
-    GPTConfig(**model)  # validate now, before any data is read
-    return model, train
+    config_cls(**model_fields)  # validate now, before any data is read
+    return model_fields, train

@@ -22,6 +22,7 @@ import codecs
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -155,12 +156,18 @@ class KVCacheContext:
     """Next-token logits with a KV cache: only tokens not yet in the cache run through the model."""
 
     def __init__(self, model):
-        if not isinstance(model, GPT):
+        # a GPT's cache is tinylm.kvcache; a recurrent model carries its own state
+        # (LSTM.new_cache / LSTM.forward_step: the same interface)
+        if isinstance(model, GPT):
+            self.new_cache, self.forward_step = partial(new_cache, model), partial(forward_step, model)
+        elif hasattr(model, "forward_step"):
+            self.new_cache, self.forward_step = model.new_cache, model.forward_step
+        else:
             kind = getattr(model, "model_type", type(model).__name__)
             raise ConfigError(f"this is a {kind!r} model, which does not generate text left to "
-                              "right; sample from a GPT checkpoint")
+                              "right; sample from a GPT or LSTM checkpoint")
         self.model, self.start = model.eval(), 0
-        self.cache = new_cache(model, batch_size=1)
+        self.cache = self.new_cache()
         self.to_host = backends.current().to_host
 
     def next_logits(self, ids: list[int]) -> np.ndarray:
@@ -169,7 +176,7 @@ class KVCacheContext:
             self.start = start
             self.cache.clear()
         new = np.asarray(ids[self.start + self.cache.length:], dtype=np.int64)[None, :]  # (1, Tn)
-        logits = forward_step(self.model, new, self.cache)
+        logits = self.forward_step(new, self.cache)
         return self.to_host(logits[0, -1])                                   # (V,)
 
 

@@ -254,6 +254,11 @@ def export_gpt2(model: GPT, tokenizer, directory) -> list[Path]:
     """
     if not isinstance(model, GPT):
         raise CheckpointError(f"only a GPT can be written as GPT-2, not {type(model).__name__}")
+    cfg = model.config
+    if (cfg.norm, cfg.pos_encoding) != ("layernorm", "learned"):
+        raise CheckpointError(f"GPT-2 has LayerNorm and learned positions; this model has norm "
+                              f"{cfg.norm!r} and pos_encoding {cfg.pos_encoding!r}, which GPT-2 "
+                              "cannot express")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()

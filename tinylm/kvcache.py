@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 
 from tinylm import backends
+from tinylm.nn import RMSNorm
 from tinylm.ops.layers import split_heads
+from tinylm.ops.llama import rms_norm_forward, rotate
 from tinylm.tensor import Tensor
 
 
@@ -67,7 +69,9 @@ def forward_step(model, idx, cache: KVCache):
     if t0 + Tn > block_size:
         raise ValueError(f"the cache holds {t0} tokens and {Tn} more exceed block_size "
                          f"{block_size}; clear it and feed a cropped context")
-    x = model.wte.weight.data[idx] + model.wpe.weight.data[t0:t0 + Tn]  # (B, Tn, C)
+    x = model.wte.weight.data[idx]                                       # (B, Tn, C)
+    if model.wpe is not None:  # a learned position table (with rope, attention turns q and k)
+        x = x + model.wpe.weight.data[t0:t0 + Tn]
     for layer, block in enumerate(model.blocks):
         x = x + _attention(_layer_norm(x, block.ln_1), block.attn, cache, layer)
         x = x + _mlp(_layer_norm(x, block.ln_2), block.mlp)
@@ -84,6 +88,9 @@ def _affine(x, linear):
 
 
 def _layer_norm(x, ln):
+    """The model's norm on arrays: LayerNorm's kernel, or RMSNorm's forward."""
+    if isinstance(ln, RMSNorm):
+        return rms_norm_forward(x, ln.weight.data, ln.eps)[0]
     return backends.current().kernels.layernorm_forward(x, ln.weight.data, ln.bias.data, ln.eps)[0]
 
 
@@ -99,6 +106,10 @@ def _attention(x, attn, cache: KVCache, layer: int):
     """
     B, Tn, C = x.shape
     q, k, v = split_heads(_affine(x, attn.c_attn), attn.n_head)          # 3 x (B, H, Tn, D)
+    if attn.rotary is not None:  # rope: q and k turned by their positions t0 .. t0 + Tn - 1
+        t0 = cache.length
+        turn = (attn.rotary.cos.data[t0:t0 + Tn], attn.rotary.sin.data[t0:t0 + Tn])  # (Tn, D/2)
+        q, k = rotate(q, *turn), rotate(k, *turn)
     keys, values = cache.append(layer, k, v)                             # (B, H, t, D), t = length + Tn
     y, _ = backends.current().kernels.attention_forward(q, keys, values, 1.0 / math.sqrt(q.shape[-1]))
     return _affine(y.transpose(0, 2, 1, 3).reshape(B, Tn, C), attn.c_proj)  # (B, Tn, C)

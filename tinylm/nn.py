@@ -1,8 +1,13 @@
 """Modules: parameters with a forward pass, composed into a transformer.
 
-A Module finds its parameters and sub-modules by walking its attributes (in the
-order they were set), so a layer is just a class whose ``__init__`` assigns
-Parameters and Modules and whose ``forward`` reads like the equation.
+A Module finds its parameters, buffers and sub-modules by walking its attributes
+(in the order they were set), so a layer is just a class whose ``__init__``
+assigns Parameters, Buffers and Modules and whose ``forward`` reads like the equation.
+
+A Parameter is trained; a Buffer is state that is not trained (a running mean,
+a rotary table) but belongs to the model all the same: it moves with ``to()``
+and, unless it is ``persistent=False`` (derived from the config), it is saved by
+``state_dict`` and checkpoints. State kept as a plain array is lost on reload.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from tinylm import backends, ops
+from tinylm.ops.llama import rms_norm, rotary_qk, rotary_tables
 from tinylm.errors import CheckpointError
 from tinylm.tensor import Tensor, get_default_dtype
 
@@ -23,6 +29,22 @@ class Parameter(Tensor):
 
     def __init__(self, data, dtype=None):
         super().__init__(data, requires_grad=True, dtype=dtype or get_default_dtype())
+
+
+class Buffer(Tensor):
+    """Non-trainable state of a Module; ``persistent=False`` for state rebuilt from the config.
+
+    Floating values take tinylm's default dtype (a float64 running mean would
+    upcast a float32 model's output); integer values keep theirs. Update one in
+    place of the array it holds: ``self.running_mean.data = ...``.
+    """
+
+    __slots__ = ("persistent",)
+
+    def __init__(self, data, persistent: bool = True, dtype=None):
+        floating = hasattr(data, "dtype") and data.dtype.kind == "f"  # Python floats: Tensor's rule
+        super().__init__(data, dtype=dtype or (get_default_dtype() if floating else None))
+        self.persistent = persistent
 
 
 class Module:
@@ -39,11 +61,11 @@ class Module:
     # -- discovery ------------------------------------------------------------
     def _children(self) -> Iterator[tuple[str, object]]:
         for name, value in vars(self).items():
-            if isinstance(value, (Parameter, Module)):
+            if isinstance(value, (Parameter, Buffer, Module)):
                 yield name, value
             elif isinstance(value, (list, tuple)):
                 for i, item in enumerate(value):
-                    if isinstance(item, (Parameter, Module)):
+                    if isinstance(item, (Parameter, Buffer, Module)):
                         yield f"{name}.{i}", item
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
@@ -52,14 +74,27 @@ class Module:
             if isinstance(child, Module):
                 yield from child.named_modules(f"{prefix}{name}.")
 
-    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
-        """(dotted name, parameter), each shared parameter once under its first name."""
+    def _named(self, kind) -> Iterator[tuple[str, Tensor]]:
+        """(dotted name, tensor) for every ``kind`` (Parameter or Buffer), each shared one once
+        under its first name."""
         seen = set()
         for prefix, module in self.named_modules():
             for name, child in module._children():
-                if isinstance(child, Parameter) and id(child) not in seen:
+                if isinstance(child, kind) and id(child) not in seen:
                     seen.add(id(child))
                     yield prefix + name, child
+
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        return self._named(Parameter)
+
+    def named_buffers(self) -> Iterator[tuple[str, Buffer]]:
+        return self._named(Buffer)
+
+    def _named_state(self) -> dict[str, Tensor]:
+        """What state_dict saves: every parameter and every persistent buffer, by dotted name."""
+        state = dict(self.named_parameters())
+        state.update((name, b) for name, b in self.named_buffers() if b.persistent)
+        return state
 
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]
@@ -82,13 +117,13 @@ class Module:
 
     # -- state ----------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Host (NumPy) copies of every parameter, by dotted name."""
+        """Host (NumPy) copies of every parameter and persistent buffer, by dotted name."""
         to_host = backends.current().to_host
-        return {name: np.array(to_host(p.data)) for name, p in self.named_parameters()}
+        return {name: np.array(to_host(t.data)) for name, t in self._named_state().items()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Copy ``state`` into the parameters; names and shapes must match exactly."""
-        params = dict(self.named_parameters())
+        """Copy ``state`` into the parameters and persistent buffers; names and shapes must match."""
+        params = self._named_state()
         missing = sorted(set(params) - set(state))
         unexpected = sorted(set(state) - set(params))
         if missing or unexpected:
@@ -99,18 +134,18 @@ class Module:
         for name, p in params.items():
             value = state[name]
             if tuple(value.shape) != p.shape:
-                raise CheckpointError(f"parameter {name} has shape {tuple(value.shape)} in the "
+                raise CheckpointError(f"{type(p).__name__.lower()} {name} has shape {tuple(value.shape)} in the "
                                       f"state but {p.shape} in the model")
             p.data = backend.from_host(backend.to_host(value), dtype=p.dtype)
 
     def to(self, dtype=None, backend=None) -> "Module":
-        """Move every parameter to ``backend`` (a name) and/or cast it to ``dtype``."""
+        """Move every parameter and buffer to ``backend`` (a name) and/or cast the floating ones to ``dtype``."""
         source = backends.current()
         target = backends.get_backend(backend) if isinstance(backend, str) else (backend or source)
-        for p in self.parameters():
-            host = source.to_host(p.data)
-            p.data = target.from_host(host, dtype=dtype or host.dtype)
-            p.grad = None
+        for t in [*self.parameters(), *(b for _, b in self.named_buffers())]:
+            host = source.to_host(t.data)
+            t.data = target.from_host(host, dtype=dtype if dtype and host.dtype.kind == "f" else host.dtype)
+            t.grad = None
         return self
 
 
@@ -159,6 +194,35 @@ class LayerNorm(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return ops.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class RMSNorm(Module):
+    """Scale each row of the last axis to unit root mean square, then by a learned gain (no shift)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        self.weight = _ones((dim,))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
+class Rotary(Module):
+    """Rotary position embedding: q and k of every head turned by an angle per position.
+
+    No parameters: the cos/sin tables are Buffers rebuilt from the sizes
+    (persistent=False, so checkpoints do not store them).
+    """
+
+    def __init__(self, head_dim: int, block_size: int, base: float = 10000.0):
+        cos, sin = rotary_tables(block_size, head_dim, base)              # (block_size, D/2)
+        backend = backends.current()
+        self.cos = Buffer(backend.from_host(cos), persistent=False)
+        self.sin = Buffer(backend.from_host(sin), persistent=False)
+
+    def forward(self, qkv: Tensor, n_head: int) -> Tensor:
+        """qkv (B, T, 3C) = [q | k | v] -> the same, q and k rotated by position 0..T-1."""
+        return rotary_qk(qkv, n_head, self.cos.data, self.sin.data)
 
 
 class Dropout(Module):

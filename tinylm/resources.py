@@ -68,7 +68,14 @@ def gib(n_bytes: int) -> str:
 
 
 def estimate_training(cfg, batch_size: int, itemsize: int = 4) -> MemoryEstimate:
-    """Peak bytes of a training step of a GPT with config ``cfg`` (a GPTConfig) at ``batch_size``."""
+    """Peak bytes of a training step of a GPT with config ``cfg`` (a GPTConfig) at ``batch_size``.
+
+    A config of another architecture (LSTMConfig) counts its own parameters and
+    activations (``count_parameters``, ``training_activations``).
+    """
+    if hasattr(cfg, "training_activations"):
+        P = cfg.count_parameters()
+        return MemoryEstimate(P, 4 * P * itemsize, cfg.training_activations(batch_size) * itemsize)
     B, T, V, L, H, C = (batch_size, cfg.block_size, cfg.vocab_size, cfg.n_layer, cfg.n_head,
                         cfg.n_embd)
     P = count_parameters(V, T, L, C, cfg.bias)
@@ -85,6 +92,9 @@ def estimate_training(cfg, batch_size: int, itemsize: int = 4) -> MemoryEstimate
 
 def estimate_inference(cfg, batch_size: int, itemsize: int = 4) -> MemoryEstimate:
     """Peak bytes of a forward pass without a graph (evaluation, sampling)."""
+    if hasattr(cfg, "inference_activations"):
+        P = cfg.count_parameters()
+        return MemoryEstimate(P, P * itemsize, cfg.inference_activations(batch_size) * itemsize)
     B, T, V, L, H, C = (batch_size, cfg.block_size, cfg.vocab_size, cfg.n_layer, cfg.n_head,
                         cfg.n_embd)
     P = count_parameters(V, T, L, C, cfg.bias)

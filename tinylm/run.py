@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +21,7 @@ from tinylm.data import BatchSampler, Corpus, default_corpus, load_text, split_i
 from tinylm.distributed import Communicator
 from tinylm.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from tinylm.mlm import MaskedBatches, MaskingRecipe
-from tinylm.models import GPT, Encoder, EncoderConfig, GPTConfig
+from tinylm.models import GPT, LSTM, Encoder, EncoderConfig, GPTConfig, LSTMConfig
 from tinylm.resources import check_training
 from tinylm.tensor import get_default_dtype
 from tinylm.tokenizers import CharTokenizer, WithSpecialTokens, tokenizer_from_dict
@@ -52,12 +52,22 @@ def split_for_training(ids: np.ndarray, val_fraction: float, block_size: int):
 
 
 OBJECTIVES = ("clm", "mlm")  # next-token prediction (GPT); masked-LM pre-training (Encoder)
+# The language models next-token prediction trains (`tinylm train --model`), by checkpoint type.
+ARCHITECTURES = {"gpt": (GPTConfig, GPT), "lstm": (LSTMConfig, LSTM)}
 
 
-def objective_parts(objective: str, tokenizer):
-    """(config class, model class, batch factory) that train ``objective`` with ``tokenizer``."""
+def objective_parts(objective: str, tokenizer, model: str = "gpt"):
+    """(config class, model class, batch factory) that train ``objective`` with ``tokenizer``.
+
+    ``model`` picks the architecture of next-token prediction (a key of ARCHITECTURES).
+    """
     if objective == "clm":
-        return GPTConfig, GPT, BatchSampler
+        if model not in ARCHITECTURES:
+            raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(ARCHITECTURES)}")
+        return *ARCHITECTURES[model], BatchSampler
+    if model != "gpt":
+        raise ConfigError(f"--model {model} trains next-token prediction only (--objective clm); "
+                          f"objective {objective!r} has no {model} model")
     if objective == "mlm":
         recipe = MaskingRecipe.for_tokenizer(tokenizer)
         return EncoderConfig, Encoder, functools.partial(MaskedBatches, recipe=recipe)
@@ -136,20 +146,25 @@ class Run:
 
 
 def new_run(model_fields: dict, train_config: TrainConfig, data_path: str | None,
-            val_fraction: float, out, objective: str = "clm", tokenizer=None) -> Run:
+            val_fraction: float, out, objective: str = "clm", tokenizer=None,
+            model: str = "gpt") -> Run:
     """A fresh run: tokenizer built from the corpus, model initialised from the seed.
 
     ``objective`` "clm" trains a GPT on next-token prediction; "mlm" an Encoder on
     masked tokens, its vocabulary extended by [PAD], [MASK] and [CLS]. ``tokenizer``
     (e.g. a BPETokenizer from ``tinylm tokenizer train``) replaces the corpus's characters.
+    ``model`` "lstm" trains the recurrent model instead of the GPT; ``model_fields``
+    may hold GPT-only fields (a preset's n_head), which it ignores.
     """
     corpus = load_corpus(data_path)
     if tokenizer is None:
         tokenizer = CharTokenizer.from_text(corpus.text)
     if objective == "mlm":
         tokenizer = WithSpecialTokens(tokenizer)
-    config_cls, model_cls, batches = objective_parts(objective, tokenizer)
-    model_config = config_cls(**{**model_fields, "vocab_size": tokenizer.vocab_size})
+    config_cls, model_cls, batches = objective_parts(objective, tokenizer, model)
+    known = {f.name for f in fields(config_cls)}
+    model_config = config_cls(**{**{k: v for k, v in model_fields.items() if k in known},
+                                 "vocab_size": tokenizer.vocab_size})
     train_ids, val_ids = split_for_training(tokenizer.encode(corpus.text), val_fraction,
                                             model_config.block_size)
     check_training(model_config, train_config.batch_size, backends.current(), _itemsize())
@@ -181,7 +196,8 @@ def resume_run(out, train_overrides: dict, data_path: str | None = None) -> Run:
     tokenizer = tokenizer_from_dict(ckpt.tokenizer)
     model = build_model(ckpt)
     objective = saved.get("objective", "clm")
-    _, model_cls, batches = objective_parts(objective, tokenizer)
+    architecture = ckpt.model_type if ckpt.model_type in ARCHITECTURES else "gpt"
+    _, model_cls, batches = objective_parts(objective, tokenizer, architecture)
     if not isinstance(model, model_cls):
         raise CheckpointError(f"{ckpt.path}: a {ckpt.model_type} model cannot be trained with "
                               f"objective {objective!r}")

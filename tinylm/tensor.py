@@ -89,8 +89,15 @@ class Tensor:
 
     # -- construction of results (used by every op) ---------------------------
     @staticmethod
-    def _result(data, parents: tuple, vjp, op: str) -> "Tensor":
-        """The output of an op; records the graph only when a parent needs a gradient."""
+    def from_op(data, parents: tuple, vjp, op: str) -> "Tensor":
+        """The output of an op: how every primitive, built-in or yours, returns its result.
+
+        ``data``: the output array (backend array); ``parents``: the input Tensors;
+        ``vjp(g)``: the gradient g of the output (same shape as ``data``) -> a tuple
+        with one gradient (or None) per parent, each of its parent's shape;
+        ``op``: a name for messages. The graph is recorded only when a parent
+        requires a gradient and grad mode is on (see ``no_grad``).
+        """
         out = Tensor.__new__(Tensor)
         out.data = data
         out.grad = None
@@ -104,6 +111,8 @@ class Tensor:
             out._parents = ()
             out._vjp = None
         return out
+
+    _result = from_op  # the name the built-in ops were written with
 
     # -- the engine ---------------------------------------------------------------
     def backward(self, grad=None) -> None:

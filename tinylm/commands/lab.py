@@ -24,7 +24,7 @@ def _field_options(config_cls, skip=()):
         for fld in reversed(fields(config_cls)):
             if fld.name in skip:
                 continue
-            kind = {int: click.INT, float: click.FLOAT}[type(fld.default)]
+            kind = {int: click.INT, float: click.FLOAT, str: click.STRING}[type(fld.default)]
             f = click.option(f"--{fld.name.replace('_', '-')}", fld.name, type=kind, default=None,
                              help=f"[{fld.default}]")(f)
         return f
@@ -186,12 +186,15 @@ def _lab_run_options(default_out: str):
 def lab_induction(out, backend, threads, **values):
     """Induction heads: a 2-layer attention-only model's phase change on repeated random tokens.
 
-    Trains the model and a 1-layer control; prints the signature (copied/random
-    loss ratio, best layer-2 induction score) and writes results.json and induction.png.
+    Trains the model and a control (a 1-layer attention model, or with --control
+    lstm an LSTM of about the same parameter count); prints the signature
+    (copied/random loss ratio, best layer-2 induction score) and writes
+    results.json and induction.png.
 
     \b
     Example:
       tinylm lab induction --out lab/induction          # ~2 min on 2 CPU cores
+      tinylm lab induction --control lstm --out lab/induction-lstm
     """
     from tinylm.lab import plots
     from tinylm.lab.induction import InductionConfig, run_induction
@@ -199,15 +202,20 @@ def lab_induction(out, backend, threads, **values):
     activate_backend(backend, threads)
     cfg = InductionConfig(**{k: v for k, v in values.items() if v is not None})
     progress = _announce("induction", cfg, lambda e: (
-        f"{e['n_layer']}-layer | random-token loss {e['random_loss']:.3f} | copied-token loss "
-        f"{e['copied_loss']:.3f} | best last-layer induction score {max(e['induction_scores'][-1]):.2f}"))
+        f"{e.get('label') or str(e['n_layer']) + '-layer'} | random-token loss {e['random_loss']:.3f} "
+        f"| copied-token loss {e['copied_loss']:.3f}" + (
+            f" | best last-layer induction score {max(e['induction_scores'][-1]):.2f}"
+            if "induction_scores" in e else "")))
     results = run_induction(cfg, progress)
     sig = results["signature"]
     click.echo(f"{cfg.n_layer}-layer: copied/random loss {sig['copied_over_random']:.3f}, best "
                f"layer-{cfg.n_layer} induction score {sig['best_induction_score']:.2f}, loss drop "
                f"at step {sig['phase_change_step']}, score jump at step {sig['induction_jump_step']}")
     click.echo(f"layer 1: best previous-token score {sig['previous_token_score']:.2f}")
-    click.echo(f"1-layer control: copied/random loss {sig['control_copied_over_random']:.3f}")
+    control = results["runs"]["control"]
+    click.echo(f"{control['label']} control ({control['parameters']:,} parameters, model "
+               f"{results['runs']['model']['parameters']:,}): copied/random loss "
+               f"{sig['control_copied_over_random']:.3f}")
     _finish(out, results, {"induction": plots.induction_curves})
     return 0
 

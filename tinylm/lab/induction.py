@@ -7,7 +7,9 @@ layer 2 then looks, from the current token A, for the position whose previous
 token was A, and copies the token found there. Neither layer can do it alone, so
 the ability appears as a phase change: a loss plateau, then an abrupt drop that
 coincides with a layer-2 head's induction score jumping. A 1-layer model has no
-such drop.
+such drop. Nor does a recurrent model (``control="lstm"``, an LSTM with about as
+many parameters): it must carry every token it may copy in a fixed-size state,
+where the attention model looks the earlier occurrence up.
 
 The data: uniformly random tokens in which a random span of L tokens is followed
 by its copy, with L and the span's place drawn per sequence, so that neither a
@@ -35,6 +37,7 @@ from tinylm import backends, ops
 from tinylm.errors import ConfigError, require_positive_ints
 from tinylm.lab.heads import attention_patterns, token_losses
 from tinylm.models.gpt import CausalSelfAttention, GPTConfig
+from tinylm.models.lstm import LSTM, LSTMConfig
 from tinylm.nn import Embedding, LayerNorm, Linear, Module
 from tinylm.optim import AdamW, clip_grad_norm
 from tinylm.tensor import Tensor
@@ -150,6 +153,7 @@ class InductionConfig:
     eval_interval: int = 25
     eval_size: int = 128
     seed: int = 0
+    control: str = "attention"  # the model that should not copy: 1-layer attention, or an LSTM
 
     def __post_init__(self):
         require_positive_ints(self, ("n_layer", "n_head", "n_embd", "vocab_size", "seq_len",
@@ -160,8 +164,28 @@ class InductionConfig:
                               f"{(self.seq_len + 1) // 2}, got {self.min_copy}, {self.max_copy}")
         if self.min_copy < 2:
             raise ConfigError("min_copy must be at least 2 (one copied token is unpredictable)")
+        if self.control not in CONTROLS:
+            raise ConfigError(f"control must be one of {', '.join(CONTROLS)}, got {self.control!r}")
         GPTConfig(vocab_size=self.vocab_size, block_size=self.seq_len, n_layer=self.n_layer,
                   n_head=self.n_head, n_embd=self.n_embd)  # validates the model fields
+
+
+CONTROLS = ("attention", "lstm")
+
+
+def attention_model(cfg: InductionConfig, n_layer: int) -> AttentionOnly:
+    return AttentionOnly(GPTConfig(vocab_size=cfg.vocab_size, block_size=cfg.seq_len,
+                                   n_layer=n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd),
+                         seed=cfg.seed)
+
+
+def lstm_control(cfg: InductionConfig, n_params: int) -> LSTM:
+    """A 1-layer LSTM whose hidden size gives the parameter count closest to ``n_params``."""
+    sized = lambda h: LSTMConfig(vocab_size=cfg.vocab_size, block_size=cfg.seq_len, n_layer=1,
+                                 n_embd=h)
+    hidden = min(range(1, 4 * cfg.n_embd + 1),
+                 key=lambda h: abs(sized(h).count_parameters() - n_params))
+    return LSTM(sized(hidden), seed=cfg.seed)
 
 
 def _lr_at(step: int, cfg) -> float:
@@ -175,13 +199,19 @@ def _lr_at(step: int, cfg) -> float:
     return cfg.learning_rate * min(warmup, cooldown)
 
 
-def evaluate(model: Module, batch) -> dict:
-    """Loss on the random and the copied region; every head's induction and previous-token score."""
+def region_losses(model: Module, batch) -> dict:
+    """Mean loss on the random and on the copied region of a held-out batch."""
     x, y, start, copy_len = batch
     losses = token_losses(model, x, y)                                    # (B, T)
     random, copied = region_masks(x.shape[1], start, copy_len)
+    return {"random_loss": float(losses[random].mean()), "copied_loss": float(losses[copied].mean())}
+
+
+def evaluate(model: Module, batch) -> dict:
+    """Loss on the random and the copied region; every head's induction and previous-token score."""
+    x, _, start, copy_len = batch
     patterns = attention_patterns(model, x)
-    return {"random_loss": float(losses[random].mean()), "copied_loss": float(losses[copied].mean()),
+    return {**region_losses(model, batch),
             "induction_scores": induction_scores(patterns, start, copy_len).round(4).tolist(),
             "previous_token_scores": previous_token_scores(patterns).round(4).tolist()}
 
@@ -189,11 +219,15 @@ def evaluate(model: Module, batch) -> dict:
 def train_attention_only(cfg: InductionConfig, n_layer: int,
                          on_event: Callable[[dict], None] = lambda e: None) -> list[dict]:
     """Train one attention-only model; returns its history (one evaluate() dict per eval step)."""
+    return train_model(cfg, attention_model(cfg, n_layer), evaluate,
+                       lambda e: on_event({"n_layer": n_layer, **e}))
+
+
+def train_model(cfg: InductionConfig, model: Module, measure,
+                on_event: Callable[[dict], None] = lambda e: None) -> list[dict]:
+    """Train ``model`` on repeated sequences; its history, one ``measure(model, held_out)`` per eval."""
     backend = backends.current()
     backend.seed(cfg.seed)
-    model = AttentionOnly(GPTConfig(vocab_size=cfg.vocab_size, block_size=cfg.seq_len,
-                                    n_layer=n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd),
-                          seed=cfg.seed)
     opt = AdamW(model, lr=cfg.learning_rate, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     data_rng = np.random.default_rng(cfg.seed)
     shape = (cfg.seq_len, cfg.vocab_size, cfg.min_copy, cfg.max_copy)
@@ -202,10 +236,9 @@ def train_attention_only(cfg: InductionConfig, n_layer: int,
     for step in range(cfg.max_iters + 1):
         if step % cfg.eval_interval == 0 or step == cfg.max_iters:
             model.eval()
-            history.append({"step": step, **evaluate(model, held_out)})
+            history.append({"step": step, **measure(model, held_out)})
             model.train()
-            on_event({"event": "eval", "n_layer": n_layer, "seconds": time.perf_counter() - t0,
-                      **history[-1]})
+            on_event({"event": "eval", "seconds": time.perf_counter() - t0, **history[-1]})
         if step == cfg.max_iters:
             break
         x, y, _, _ = repeated_sequences(data_rng, cfg.batch_size, *shape)
@@ -237,14 +270,39 @@ def summarize(history: list[dict]) -> dict:
     }
 
 
+def summarize_losses(history: list[dict]) -> dict:
+    """A control without attention: its final losses and their ratio."""
+    final = history[-1]
+    return {"random_loss": final["random_loss"], "copied_loss": final["copied_loss"],
+            "copied_over_random": final["copied_loss"] / final["random_loss"]}
+
+
 def run_induction(cfg: InductionConfig, on_event: Callable[[dict], None] = lambda e: None) -> dict:
-    """Train the n_layer model and the 1-layer control on the same data; results for the JSON."""
+    """Train the n_layer model and the control on the same data; results for the JSON.
+
+    The control is the 1-layer attention model, or (``cfg.control == "lstm"``) a
+    1-layer LSTM with about the model's parameter count.
+    """
     t0 = time.perf_counter()
-    runs = {}
-    for name, n_layer in (("model", cfg.n_layer), ("control", 1)):
-        on_event({"event": "start", "name": name, "n_layer": n_layer})
-        history = train_attention_only(cfg, n_layer, on_event)
-        runs[name] = {"n_layer": n_layer, "summary": summarize(history), "history": history}
+    model = attention_model(cfg, cfg.n_layer)
+    on_event({"event": "start", "name": "model", "n_layer": cfg.n_layer})
+    history = train_model(cfg, model, evaluate, lambda e: on_event({"n_layer": cfg.n_layer, **e}))
+    runs = {"model": {"n_layer": cfg.n_layer, "label": f"{cfg.n_layer}-layer",
+                      "parameters": model.num_parameters(), "summary": summarize(history),
+                      "history": history}}
+    if cfg.control == "lstm":
+        control = lstm_control(cfg, model.num_parameters())
+        label = f"LSTM (hidden {control.config.n_embd})"
+        on_event({"event": "start", "name": "control", "label": label})
+        history = train_model(cfg, control, region_losses, lambda e: on_event({"label": label, **e}))
+        runs["control"] = {"label": label, "n_layer": 1, "parameters": control.num_parameters(),
+                           "summary": summarize_losses(history), "history": history}
+    else:
+        control = attention_model(cfg, 1)
+        on_event({"event": "start", "name": "control", "n_layer": 1})
+        history = train_model(cfg, control, evaluate, lambda e: on_event({"n_layer": 1, **e}))
+        runs["control"] = {"n_layer": 1, "label": "1-layer", "parameters": control.num_parameters(),
+                           "summary": summarize(history), "history": history}
     model, control = runs["model"]["summary"], runs["control"]["summary"]
     signature = {
         "copied_over_random": model["copied_over_random"],

@@ -30,7 +30,7 @@ def induction_curves(plt, results: dict):
     for name, style in (("model", "-"), ("control", ":")):
         h = runs[name]["history"]
         steps = [e["step"] for e in h]
-        label = f"{runs[name]['n_layer']}-layer"
+        label = runs[name].get("label", f"{runs[name]['n_layer']}-layer")
         ax_loss.plot(steps, [e["random_loss"] for e in h], style, color="tab:gray",
                      label=f"{label}: random tokens")
         ax_loss.plot(steps, [e["copied_loss"] for e in h], style, color="tab:red",

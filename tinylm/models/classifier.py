@@ -99,7 +99,7 @@ class ClassifierConfig:
         """The backbone's parameters plus the head's C K + K (checked against a checkpoint)."""
         c = self.backbone_config()
         head = c.n_embd * self.n_classes + self.n_classes
-        return count_parameters(c.vocab_size, c.block_size, c.n_layer, c.n_embd, c.bias) + head
+        return c.count_parameters() + head
 
     @property
     def block_size(self) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinylm import backends, ops
+from tinylm.errors import ConfigError
 from tinylm.nn import Dropout, Embedding, LayerNorm, Module
 from tinylm.tensor import Tensor
 
@@ -27,6 +28,13 @@ from .gpt import MLP, CausalSelfAttention, GPTConfig
 @dataclass(frozen=True)
 class EncoderConfig(GPTConfig):
     """The encoder's sizes: GPTConfig's fields, defaults and checks (only the mask differs)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if (self.norm, self.pos_encoding) != ("layernorm", "learned"):
+            raise ConfigError(f"the encoder has LayerNorm and learned positions only, not norm "
+                              f"{self.norm!r} / pos_encoding {self.pos_encoding!r}; drop --norm "
+                              "and --pos-encoding")
 
 
 # P = softmax(q k^T / sqrt(D) + padding mask);  the mask is -inf at padding keys, 0 elsewhere

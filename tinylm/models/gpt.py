@@ -17,8 +17,12 @@ import numpy as np
 
 from tinylm import backends, ops
 from tinylm.errors import ConfigError, from_known_fields, require_positive_ints
-from tinylm.nn import Dropout, Embedding, LayerNorm, Linear, Module
+from tinylm.models.sizes import count_parameters
+from tinylm.nn import Dropout, Embedding, LayerNorm, Linear, Module, RMSNorm, Rotary
 from tinylm.tensor import Tensor
+
+NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}   # GPT-2's; LLaMA's (no mean, no bias)
+POS_ENCODINGS = ("learned", "rope")                    # GPT-2's wpe table; rotary q and k
 
 
 @dataclass(frozen=True)
@@ -30,12 +34,22 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True         # biases in Linear layers (LayerNorm always has them)
+    norm: str = "layernorm"   # "layernorm" (GPT-2) or "rmsnorm" (LLaMA)
+    pos_encoding: str = "learned"  # "learned" position table (GPT-2) or "rope" (rotary, LLaMA)
 
     def __post_init__(self):
         require_positive_ints(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                               f"try n_embd {self.n_head * max(1, round(self.n_embd / self.n_head))}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.pos_encoding not in POS_ENCODINGS:
+            raise ConfigError(f"pos_encoding must be one of {', '.join(POS_ENCODINGS)}, "
+                              f"got {self.pos_encoding!r}")
+        if self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ConfigError(f"rope rotates pairs of channels: the head size n_embd / n_head = "
+                              f"{self.n_embd // self.n_head} must be even")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
@@ -44,7 +58,13 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
-        return from_known_fields(cls, d, "GPT")
+        return from_known_fields(cls, d, "GPT")  # a checkpoint older than a field gets its default
+
+    def count_parameters(self) -> int:
+        """Exactly ``GPT(cfg).num_parameters()``: no position table with rope, no norm biases with rmsnorm."""
+        n = count_parameters(self.vocab_size, self.block_size, self.n_layer, self.n_embd, self.bias)
+        n -= self.block_size * self.n_embd if self.pos_encoding == "rope" else 0
+        return n - ((2 * self.n_layer + 1) * self.n_embd if self.norm == "rmsnorm" else 0)
 
 
 class CausalSelfAttention(Module):
@@ -60,9 +80,13 @@ class CausalSelfAttention(Module):
         self.c_proj = Linear(cfg.n_embd, cfg.n_embd, rng, cfg.bias,
                              std=0.02 / math.sqrt(2 * cfg.n_layer))
         self.resid_dropout = Dropout(cfg.dropout)
+        # rope: q and k turned by their position before attention (LLaMA); None with a wpe table
+        self.rotary = Rotary(cfg.n_embd // cfg.n_head, cfg.block_size) if cfg.pos_encoding == "rope" else None
 
     def forward(self, x: Tensor) -> Tensor:
         qkv = self.c_attn(x)                                             # (B, T, 3C) = [q | k | v]
+        if self.rotary is not None:
+            qkv = self.rotary(qkv, self.n_head)                          # q, k turned by position
         # softmax(q k^T / sqrt(D) + causal mask) v on each head, heads side by side: one op
         y = ops.causal_self_attention(qkv, self.n_head)                  # (B, T, C)
         if self.hook is not None:
@@ -87,9 +111,9 @@ class Block(Module):
     """Pre-LN residual block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
 
     def __init__(self, cfg: GPTConfig, rng: np.random.Generator):
-        self.ln_1 = LayerNorm(cfg.n_embd)
+        self.ln_1 = NORMS[cfg.norm](cfg.n_embd)
         self.attn = CausalSelfAttention(cfg, rng)
-        self.ln_2 = LayerNorm(cfg.n_embd)
+        self.ln_2 = NORMS[cfg.norm](cfg.n_embd)
         self.mlp = MLP(cfg, rng)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -106,10 +130,11 @@ class GPT(Module):
         self.config = cfg
         rng = np.random.default_rng(seed)  # initialised on the host: identical on every backend
         self.wte = Embedding(cfg.vocab_size, cfg.n_embd, rng)
-        self.wpe = Embedding(cfg.block_size, cfg.n_embd, rng)
+        # rope: positions enter through attention's q and k, not a table added to the input
+        self.wpe = Embedding(cfg.block_size, cfg.n_embd, rng) if cfg.pos_encoding == "learned" else None
         self.drop = Dropout(cfg.dropout)
         self.blocks = [Block(cfg, rng) for _ in range(cfg.n_layer)]
-        self.ln_f = LayerNorm(cfg.n_embd)
+        self.ln_f = NORMS[cfg.norm](cfg.n_embd)
 
     def features(self, idx) -> Tensor:
         """idx (B, T) int -> the final hidden states (B, T, C), before the output projection."""
@@ -118,8 +143,10 @@ class GPT(Module):
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}; "
                              "crop the input to the last block_size tokens")
-        pos = backends.current().xp.arange(T)
-        x = self.drop(self.wte(idx) + self.wpe(pos))                     # (B, T, C)
+        x = self.wte(idx)                                                # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe(backends.current().xp.arange(T))
+        x = self.drop(x)
         for block in self.blocks:
             x = block(x)
         return self.ln_f(x)

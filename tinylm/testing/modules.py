@@ -5,17 +5,22 @@
 
 Checks, in order (each failure says which one and why):
 
-1. registration: every Parameter among the module's attributes (also inside
-   dicts and nested containers) is reachable from ``named_parameters()``, and no
-   plain Tensor requiring grad hides as an attribute;
+1. registration: every Parameter and Buffer among the module's attributes (also
+   inside dicts and nested containers) is reachable from ``named_parameters()`` /
+   ``named_buffers()``, and no plain Tensor requiring grad hides as an attribute;
 2. output contract: the output is a Tensor (or tuple) of the expected shape, in
    the dtype of the input (no silent float64 upcast) and float64 in float64 mode;
 3. ``eval()`` is deterministic: the same input gives the same output twice;
-4. ``state_dict()`` round-trips: host arrays of the right shapes, not aliasing the
-   parameters, loaded into a fresh (perturbed) instance they give identical outputs;
+4. ``state_dict()`` round-trips *after training-mode calls* (which update running
+   statistics and other state): host arrays of the right shapes, not aliasing the
+   model, loaded into a fresh (perturbed) instance they give identical eval
+   outputs; a plain-array attribute that the training calls changed is named;
 5. gradients reach every parameter (not None, right shape, finite, and not all zero
    at a generic input: the example plus Gaussian noise);
-6. large-magnitude inputs (x · ``large_magnitude``) give no NaN or inf, forward or backward.
+6. gradient values: ``check_vjp`` on a float64 instance, at its initial parameter
+   values and at random ones (p + ``param_scale`` · N(0, 1)), so that a factor
+   hidden by a parameter's initial value (a gain of 1) is caught;
+7. large-magnitude inputs (x · ``large_magnitude``) give no NaN or inf, forward or backward.
 """
 
 from __future__ import annotations
@@ -25,18 +30,21 @@ import sys
 import numpy as np
 
 from tinylm import backends
-from tinylm.nn import Module, Parameter
+from tinylm.nn import Buffer, Module, Parameter
 from tinylm.tensor import Tensor, get_default_dtype, no_grad
 
 from ._harness import (as_args, backward_projection, cotangents, default_dtype, host, is_floating,
                        outputs, to_backend, toolkit_rng)
+from .gradcheck import check_vjp
 
 CHECKS = ("registration", "output contract", "eval determinism", "state_dict round trip",
-          "gradients reach every parameter", "large inputs stay finite")
+          "gradients reach every parameter", "gradient values", "large inputs stay finite")
+TRAINING_CALLS = 2  # forward passes in training mode before the state round trip
 
 
 def check_module(factory, example, *, output_shape=None, large_magnitude: float = 1e4,
-                 allow_zero_grad=(), seed: int = 0) -> tuple[str, ...]:
+                 allow_zero_grad=(), seed: int = 0, param_scale: float = 0.5,
+                 vjp_tolerance: tuple[float, float] = (1e-6, 1e-5)) -> tuple[str, ...]:
     """Check the layer contract for the Module built by ``factory()`` on ``example``.
 
     ``example``: the input (a NumPy array or Tensor, or a tuple of positional
@@ -45,18 +53,23 @@ def check_module(factory, example, *, output_shape=None, large_magnitude: float 
     draws such examples (then every check runs on every drawn example).
     ``output_shape``: the expected shape of the (first) output, or a function
     of the first input's shape returning it. ``allow_zero_grad``: names of
-    parameters whose gradient may legitimately be all zero.
+    parameters whose gradient may legitimately be all zero. ``param_scale``: the
+    spread of the random parameter values the gradient values are checked at (0:
+    initial values only); ``vjp_tolerance``: (atol, rtol) of that check.
     Returns the names of the checks that ran; raises AssertionError on the first failure.
     """
+    options = dict(output_shape=output_shape, large_magnitude=large_magnitude,
+                   allow_zero_grad=allow_zero_grad, seed=seed, param_scale=param_scale,
+                   vjp_tolerance=vjp_tolerance)
     if _is_strategy(example):
         from hypothesis import given
 
         @given(example)
         def check_drawn(drawn):
-            _check_once(factory, drawn, output_shape, large_magnitude, allow_zero_grad, seed)
+            _check_once(factory, drawn, **options)
         check_drawn()
         return CHECKS
-    return _check_once(factory, example, output_shape, large_magnitude, allow_zero_grad, seed)
+    return _check_once(factory, example, **options)
 
 
 def _is_strategy(obj) -> bool:
@@ -64,7 +77,8 @@ def _is_strategy(obj) -> bool:
     return strategies is not None and isinstance(obj, strategies.SearchStrategy)
 
 
-def _check_once(factory, example, output_shape, large_magnitude, allow_zero_grad, seed):
+def _check_once(factory, example, output_shape, large_magnitude, allow_zero_grad, seed,
+                param_scale, vjp_tolerance):
     module = factory()
     if not isinstance(module, Module):
         raise TypeError(f"factory must return a tinylm Module, got {type(module).__name__}")
@@ -80,6 +94,7 @@ def _check_once(factory, example, output_shape, large_magnitude, allow_zero_grad
     _eval_determinism(module, example, fail)
     _state_dict_round_trip(module, factory, example, seed, fail)
     _gradients_reach(module, example, allow_zero_grad, seed, fail)
+    _gradient_values(factory, example, seed, param_scale, vjp_tolerance, fail)
     _large_inputs(module, example, large_magnitude, seed, fail)
     return CHECKS
 
@@ -97,12 +112,14 @@ def _run(module, args) -> list[Tensor]:
 
 def _registration(module, fail):
     reachable = {id(p) for _, p in module.named_parameters()}
+    reachable |= {id(b) for _, b in module.named_buffers()}
     for path, tensor in _tensors_in(module, type(module).__name__, set()):
-        if isinstance(tensor, Parameter) and id(tensor) not in reachable:
-            fail("registration", f"the Parameter at {path} is not reachable from "
-                 "named_parameters(): a Module finds parameters in its attributes and in "
+        if isinstance(tensor, (Parameter, Buffer)) and id(tensor) not in reachable:
+            kind = type(tensor).__name__
+            fail("registration", f"the {kind} at {path} is not reachable from "
+                 f"named_{kind.lower()}s(): a Module finds them in its attributes and in "
                  "lists/tuples of them, not in dicts or nested containers; it would never be "
-                 "trained or saved")
+                 f"{'trained or ' if kind == 'Parameter' else ''}saved")
         if not isinstance(tensor, Parameter) and tensor.requires_grad:
             fail("registration", f"{path} is a Tensor requiring grad but not a Parameter: wrap "
                  "it in tinylm.Parameter so that it is trained and saved")
@@ -172,11 +189,13 @@ def _eval_determinism(module, example, fail):
 # -- 4. state_dict round trip ------------------------------------------------------------------
 
 def _state_dict_round_trip(module, factory, example, seed, fail):
+    changed = _train_briefly(module, example, seed)
     state = module.state_dict()
     params = dict(module.named_parameters())
+    params.update((n, b) for n, b in module.named_buffers() if b.persistent)
     if set(state) != set(params):
-        fail("state_dict round trip", f"state_dict() keys {sorted(state)} differ from "
-             f"named_parameters() {sorted(params)}")
+        fail("state_dict round trip", f"state_dict() keys {sorted(state)} differ from the "
+             f"parameters and persistent buffers {sorted(params)}")
     for key, value in state.items():
         if not isinstance(value, np.ndarray) or value.shape != params[key].shape:
             fail("state_dict round trip", f"state_dict()[{key!r}] should be a host NumPy array "
@@ -189,7 +208,7 @@ def _state_dict_round_trip(module, factory, example, seed, fail):
     fresh = factory()
     rng = toolkit_rng(seed, stream=2)
     backend = backends.current()
-    for p in fresh.parameters():  # make every parameter differ, so that a skipped one shows
+    for p in fresh._named_state().values():  # make every entry differ, so that a skipped one shows
         p.data = backend.from_host(rng.standard_normal(p.shape), dtype=p.dtype)
     fresh.load_state_dict(state)
     fresh.eval()
@@ -199,10 +218,40 @@ def _state_dict_round_trip(module, factory, example, seed, fail):
         got = [host(o) for o in _run(fresh, args)]
     for i, (a, b) in enumerate(zip(expected, got)):
         if not np.array_equal(a, b, equal_nan=True):
+            cause = (f"{', '.join(changed)} changed during {TRAINING_CALLS} training-mode calls "
+                     "but is a plain array, which state_dict does not save: register it as a "
+                     "tinylm.Buffer" if changed else
+                     "some state that the output depends on is not a Parameter or Buffer, or "
+                     "load_state_dict skips it")
             fail("state_dict round trip", f"a fresh instance given load_state_dict(state_dict()) "
-                 f"differs in output {i} (max abs diff {np.nanmax(np.abs(a - b)):.3g}): some "
-                 "state that the output depends on is not a Parameter, or load_state_dict "
-                 "skips it")
+                 f"differs in output {i} (max abs diff {np.nanmax(np.abs(a - b)):.3g}, state "
+                 f"saved after training-mode calls): {cause}")
+
+
+def _train_briefly(module, example, seed) -> list[str]:
+    """Call ``module`` in training mode (running statistics update); return the plain-array
+    attributes those calls changed, as 'Name.attribute' paths."""
+    before = dict(_plain_arrays(module))
+    noise = toolkit_rng(seed, stream=4)
+    module.train()
+    for _ in range(TRAINING_CALLS):
+        drawn = [host(x) + noise.standard_normal(x.shape) if is_floating(x) else x for x in example]
+        with no_grad():
+            _run(module, _args(drawn))
+    module.eval()
+    after = dict(_plain_arrays(module))
+    return [path for path, value in before.items()
+            if path in after and (value.shape != after[path].shape
+                                  or not np.array_equal(value, after[path], equal_nan=True))]
+
+
+def _plain_arrays(module):
+    """(path, host copy) of every array attribute of the module and its sub-modules that is
+    not a Tensor: state the module keeps where state_dict cannot see it."""
+    for prefix, sub in module.named_modules(type(module).__name__ + "."):
+        for key, value in vars(sub).items():
+            if hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, Tensor):
+                yield prefix + key, host(value).copy()
 
 
 # -- 5. gradients reach every parameter --------------------------------------------------------
@@ -231,7 +280,19 @@ def _gradients_reach(module, example, allow_zero_grad, seed, fail):
     module.zero_grad()
 
 
-# -- 6. large inputs ---------------------------------------------------------------------------
+# -- 6. gradient values ------------------------------------------------------------------------
+
+def _gradient_values(factory, example, seed, param_scale, vjp_tolerance, fail):
+    with default_dtype("float64"):
+        module = factory()
+    atol, rtol = vjp_tolerance
+    try:
+        check_vjp(module, *example, seed=seed, param_scale=param_scale, atol=atol, rtol=rtol)
+    except AssertionError as failure:
+        fail("gradient values", str(failure))
+
+
+# -- 7. large inputs ---------------------------------------------------------------------------
 
 def _large_inputs(module, example, large_magnitude, seed, fail):
     if not any(is_floating(x) for x in example):

@@ -25,7 +25,8 @@ import numpy as np
 from tinylm.models.gpt import GPTConfig
 
 __all__ = [
-    "shapes", "broadcastable_shapes", "matmul_shapes", "float_arrays", "distinct_arrays",
+    "shapes", "broadcastable_shapes", "matmul_shapes", "float_arrays", "same_shape_arrays",
+    "distinct_arrays",
     "token_batches", "attention_masks", "gpt_configs", "gpt_batches",
 ]
 
@@ -72,6 +73,18 @@ def float_arrays(shape, magnitude: float = 1.0, min_abs: float = 0.0, positive: 
         elements = st.floats(min_value=-magnitude, max_value=magnitude, width=width,
                              allow_subnormal=False)
     return hnp.arrays(dtype, shape, elements=elements)
+
+
+def same_shape_arrays(count: int, shape=None, magnitude: float = 1.0, **bounds):
+    """Tuples of ``count`` float arrays sharing one drawn shape: (x, dy), or the inputs of an
+    elementwise op. ``shape``: a tuple or a strategy of shapes [``shapes()``]; the other
+    arguments are ``float_arrays``'s, applied to every array."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    shape = shapes() if shape is None else shape
+    shape_strategy = shape if isinstance(shape, st.SearchStrategy) else st.just(tuple(shape))
+    return shape_strategy.flatmap(lambda drawn: st.tuples(
+        *(float_arrays(drawn, magnitude, **bounds) for _ in range(count))))
 
 
 def distinct_arrays(shape, spacing: float = 0.1, dtype=np.float64):
