@@ -174,11 +174,12 @@ def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite
             raise ConfigError(f"{out} was trained with --objective {run.objective}; drop --objective")
         say(f"resuming {run.out} at step {run.state.step}")
     else:
+        # the configuration first: a leftover checkpoint must not hide an invalid option
+        model_fields, train_config = resolve_config(preset, toml_values, values)
+        tokenizer = load_tokenizer(tokenizer_file) if tokenizer_file else None
         if checkpoint_path(out).exists() and not overwrite:
             raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it, "
                               "--overwrite to replace it, or another --out")
-        model_fields, train_config = resolve_config(preset, toml_values, values)
-        tokenizer = load_tokenizer(tokenizer_file) if tokenizer_file else None
         run = new_run(model_fields, train_config, data, val_fraction, out, objective or "clm",
                       tokenizer=tokenizer)
     if run.objective != "clm" and not isinstance(comm, SingleProcess):

@@ -6,9 +6,12 @@ Hypothesis profiles (docs/testing.md), chosen by TINYLM_HYPOTHESIS_PROFILE:
 """
 
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from tinylm import backends
 from tinylm.tensor import get_default_dtype, set_default_dtype
@@ -26,6 +29,8 @@ PROFILE = os.environ.get("TINYLM_HYPOTHESIS_PROFILE", "ci")
 if PROFILE not in ("ci", "thorough"):
     raise pytest.UsageError(f"TINYLM_HYPOTHESIS_PROFILE={PROFILE!r}: choose 'ci' or 'thorough'")
 settings.load_profile(PROFILE)
+# Hypothesis keeps a cache (even with database=None); keep it out of the checkout too.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "tinylm-tests-hypothesis")
 
 
 def pytest_report_header(config):
@@ -33,6 +38,16 @@ def pytest_report_header(config):
 
 
 # ---- global state ---------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _run_in_an_empty_directory(tmp_path, monkeypatch):
+    """Every test starts in an empty temporary directory, so nothing in the checkout (an `out/`
+    left by README command 1, say) can change a result, and a command writing to its default
+    location writes there, never into the checkout."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+
 
 @pytest.fixture(autouse=True)
 def _restore_tinylm_globals():

@@ -1,6 +1,8 @@
 """The CLI as a user runs it: train, sample, eval, backends, and one-line errors for bad input."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -51,6 +53,13 @@ def test_train_prints_config_progress_and_result(trained):
 def test_train_refuses_to_overwrite_a_checkpoint(trained):
     result = run("train", "--data", trained / "pigs.txt", "--out", trained / "run", *TINY)
     assert_one_line_error(result, "already holds a checkpoint", "--resume", code=2)
+
+
+def test_an_invalid_option_is_reported_before_a_leftover_checkpoint(trained):
+    # as after README command 1: `out/` in the working directory holds a checkpoint
+    shutil.copytree(trained / "run", Path.cwd() / "out")
+    assert_one_line_error(run("train", "--n-embd", "65"), "n_embd (65)", "divisible by n_head", code=2)
+    assert_one_line_error(run("train", *TINY), "out already holds a checkpoint", code=2)
 
 
 def test_sample_continues_the_prompt(trained):
