@@ -82,6 +82,16 @@ def test_eval_reports_loss_against_the_unigram_baseline(trained):
     report = json.loads(result.stdout)
     assert report["loss"] > 0 and report["unigram_baseline"] > 0
     assert report["perplexity"] == pytest.approx(2.718281828 ** report["loss"])
+    # a character tokenizer: a token is a character, so bits per token are bits per character
+    assert report["unit"] == "char" and report["bits_per_char"] == report["bits_per_token"]
+    assert "bits/char" in run("eval", "--ckpt", trained / "run", "--batches", "2").stdout
+
+
+def test_the_start_up_line_gives_the_corpus_size_once(trained):
+    result = run("train", "--data", trained / "pigs.txt", "--out", trained / "sized", *TINY)
+    data_line = next(line for line in result.stderr.splitlines() if line.startswith("data: "))
+    assert data_line.count("characters") == 1 and "chars," not in data_line, data_line
+    assert f"{len(TEXT):,} characters" in data_line and "vocab" in data_line
 
 
 def test_resume_continues_to_a_larger_max_iters(trained):
