@@ -8,7 +8,7 @@ import click
 
 from tinylm.classify import FINETUNE_DEFAULTS
 from tinylm.commands.common import (Progress, StopOnSignal, activate_backend, backend_option,
-                                    ckpt_option, echo_err)
+                                    checkpoint_option, ckpt_option, echo_err)
 from tinylm.errors import ConfigError
 from tinylm.train import TrainConfig
 
@@ -72,7 +72,7 @@ def finetune(ckpt, train_file, val_file, out, overwrite, pooling, strict, as_jso
 
 
 @click.command()
-@ckpt_option
+@checkpoint_option("'tinylm finetune --out'")
 @click.argument("texts", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print labels and probabilities as JSON.")
 @backend_option
