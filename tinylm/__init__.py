@@ -19,6 +19,7 @@ del _root
 from tinylm import ops  # noqa: F401,E402  (installs Tensor's operators)
 from tinylm.errors import (BackendUnavailable, CheckpointError, ConfigError, DataError,
                            TinyLMError, TrainingDiverged)
+from tinylm.language_model import LanguageModel, fit, load
 from tinylm.models import GPT, GPTConfig
 from tinylm.nn import Module, Parameter
 from tinylm.tensor import Tensor, get_default_dtype, no_grad, set_default_dtype
@@ -27,7 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "no_grad", "get_default_dtype", "set_default_dtype", "ops",
-    "Module", "Parameter", "GPT", "GPTConfig",
+    "Module", "Parameter", "GPT", "GPTConfig", "load", "fit", "LanguageModel",
     "TinyLMError", "ConfigError", "DataError", "CheckpointError", "BackendUnavailable",
     "TrainingDiverged",
 ]
