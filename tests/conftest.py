@@ -40,13 +40,11 @@ def pytest_report_header(config):
 # ---- global state ---------------------------------------------------------------------------
 
 @pytest.fixture(autouse=True)
-def _run_in_an_empty_directory(tmp_path, monkeypatch):
-    """Every test starts in an empty temporary directory, so nothing in the checkout (an `out/`
-    left by README command 1, say) can change a result, and a command writing to its default
-    location writes there, never into the checkout."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
+def _run_in_an_empty_directory(tmp_path_factory, monkeypatch):
+    """Every test starts in an empty temporary directory of its own (not its tmp_path), so
+    nothing in the checkout (an `out/` left by README command 1, say) can change a result,
+    and a command writing to its default location writes there, never into the checkout."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 @pytest.fixture(autouse=True)
