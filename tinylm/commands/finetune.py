@@ -18,7 +18,7 @@ from tinylm.train import TrainConfig
               help="Labelled texts: CSV with a 'text,label' header, or JSONL {\"text\", \"label\"}.")
 @click.option("--val", "val_file", required=True, type=click.Path(dir_okay=False),
               help="Labelled texts to score on (same formats); labels must occur in --train.")
-@click.option("--out", default="finetuned", show_default=True, type=click.Path(file_okay=False),
+@click.option("--out", default="runs/finetune", show_default=True, type=click.Path(file_okay=False),
               help="Run directory for the classifier checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out.")
 @click.option("--pooling", type=click.Choice(["cls", "mean", "last"]), default=None,
