@@ -20,11 +20,11 @@ import sys
 import click
 
 from tinylm import backends
-from tinylm.commands import finetune, gpt2, lab, tokenizer
+from tinylm.commands import finetune, gpt2, history, lab, tokenizer
 from tinylm.commands.common import (Progress, StopOnSignal, activate_backend, backend_option,
                                     ckpt_option, echo_err)
-from tinylm.config import (DEFAULT_PRESET, MODEL_FIELDS, PRESETS, TRAIN_FIELDS, read_toml,
-                           resolve_config)
+from tinylm.config import (DEFAULT_PRESET, MODEL_FIELDS, PRESETS, TRAIN_FIELDS, field_help,
+                           read_toml, resolve_config)
 from tinylm.errors import ConfigError, TinyLMError
 
 SHRINK = "try a smaller --batch-size, --block-size or model (--n-layer, --n-embd)"
@@ -89,7 +89,7 @@ def main(argv=None):
 
 # The commands beyond the core four live in tinylm/commands/, one module per topic.
 for command in (finetune.finetune, finetune.classify, tokenizer.tokenizer, gpt2.import_gpt2,
-                gpt2.export_gpt2, lab.inspect_group, lab.lab_group):
+                gpt2.export_gpt2, lab.inspect_group, lab.lab_group, history.history):
     cli.add_command(command)
 
 
@@ -99,7 +99,7 @@ def _config_options(f):
     for fld in reversed(MODEL_FIELDS + TRAIN_FIELDS):
         kind = {int: click.INT, float: click.FLOAT, bool: click.BOOL, str: click.STRING}[type(fld.default)]
         f = click.option(f"--{fld.name.replace('_', '-')}", fld.name, type=kind, default=None,
-                         help=f"[{PRESETS[DEFAULT_PRESET].get(fld.name, fld.default)}]")(f)
+                         help=field_help(fld.name))(f)
     return f
 
 
@@ -113,7 +113,7 @@ def _config_options(f):
               help="Text file or directory to train on [offline default: Python's own stdlib source].")
 @click.option("--val-fraction", type=float, default=None, help="Share of the data held out [0.1].")
 @click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False),
-              help="Run directory for the checkpoint.")
+              help="Run directory: checkpoint.safetensors, metrics.jsonl and loss.png.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
 @click.option("--overwrite", is_flag=True, help="Start afresh even if --out holds a checkpoint.")
 @click.option("--distributed", is_flag=True,
@@ -165,7 +165,6 @@ def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite
            threads, values, objective=None, tokenizer_file=None, model_kind=None):
     """`tinylm train` on one rank: rank 0 reports and saves, the others stay quiet."""
     from tinylm.checkpoint import checkpoint_path
-    from tinylm.data import unigram_entropy
     from tinylm.distributed import SingleProcess, replicate
     from tinylm.run import new_run, resume_run
     from tinylm.tokenizers import load_tokenizer
@@ -188,20 +187,21 @@ def _train(comm, preset, config_file, data, val_fraction, out, resume, overwrite
             raise ConfigError(f"{out} holds a {run.state.model.model_type} model; drop --model")
         say(f"resuming {run.out} at step {run.state.step}")
     else:
+        # the configuration first: a leftover checkpoint must not hide an invalid option
+        model_fields, train_config = resolve_config(preset, toml_values, values, model_kind or "gpt")
+        tokenizer = load_tokenizer(tokenizer_file) if tokenizer_file else None
         if checkpoint_path(out).exists() and not overwrite:
             raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it, "
                               "--overwrite to replace it, or another --out")
-        model_fields, train_config = resolve_config(preset, toml_values, values, model_kind or "gpt")
-        tokenizer = load_tokenizer(tokenizer_file) if tokenizer_file else None
         run = new_run(model_fields, train_config, data, val_fraction, out, objective or "clm",
                       tokenizer=tokenizer, model=model_kind or "gpt")
     if run.objective != "clm" and not isinstance(comm, SingleProcess):
         raise ConfigError("--distributed trains the clm objective only; drop --distributed")
     replicate(run.state, run.train_config, comm)  # rank 0's weights everywhere; a batch stream per rank
-    baseline = unigram_entropy(run.val_ids, run.tokenizer.vocab_size)
+    baseline = run.unigram_baseline()
     n_params = run.state.model.num_parameters()
-    say(f"data: {run.corpus.source} ({len(run.corpus.text):,} chars, vocab "
-        f"{run.tokenizer.vocab_size}); backend {backends.current().name}")
+    say(f"data: {run.corpus.source}; vocab {run.tokenizer.vocab_size} {run.tokenizer.unit}s; "
+        f"backend {backends.current().name}")
     say(f"model: {json.dumps(run.model_config.to_dict())} ({n_params / 1e6:.2f}M parameters)")
     say(f"train: {json.dumps(run.train_config.to_dict())}")
     if not isinstance(comm, SingleProcess):  # a distributed job, even of one rank
@@ -280,7 +280,10 @@ def sample(ckpt, prompt, num_tokens, temperature, top_k, top_p, repetition_penal
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @backend_option
 def evaluate(ckpt, data, batches, batch_size, as_json, backend, threads):
-    """Loss, perplexity and bits per character of a checkpoint on held-out text.
+    """Loss, perplexity and bits per token (per character for a character tokenizer) on held-out text.
+
+    --json: loss (nats per token), perplexity, bits_per_token, unit ("char" or "token"),
+    bits_per_char (character tokenizers only), unigram_baseline, tokens, data, checkpoint.
 
     \b
     Example:
@@ -290,7 +293,7 @@ def evaluate(ckpt, data, batches, batch_size, as_json, backend, threads):
     from tinylm.checkpoint import load_model
     from tinylm.data import unigram_entropy
     from tinylm.resources import check_inference
-    from tinylm.run import load_corpus, objective_parts, split_for_training
+    from tinylm.run import load_corpus, load_saved_corpus, objective_parts, split_for_training
     from tinylm.train import estimate_loss
 
     activate_backend(backend, threads)
@@ -299,22 +302,25 @@ def evaluate(ckpt, data, batches, batch_size, as_json, backend, threads):
     check_inference(model.config, batch_size, backends.current())
     block = model.config.block_size
     if data is None:
-        saved = ck.train.get("data") or {}
-        corpus = load_corpus(saved.get("path"))
-        _, ids = split_for_training(tokenizer.encode(corpus.text), saved.get("val_fraction", 0.1), block)
+        corpus = load_saved_corpus(ck)
+        val_fraction = (ck.train.get("data") or {}).get("val_fraction", 0.1)
+        _, ids = split_for_training(tokenizer.encode(corpus.text), val_fraction, block)
         source = f"validation split of {corpus.source}"
     else:
         corpus = load_corpus(data)
         ids, source = tokenizer.encode(corpus.text), corpus.source
     loss = estimate_loss(model, ids, block, batch_size, batches, seed=0, batches=batch_maker)
+    unit = tokenizer.unit  # "char" or "token": what the loss is per
     result = {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2),
-              "unigram_baseline": unigram_entropy(ids, tokenizer.vocab_size),
+              "unit": unit, "unigram_baseline": unigram_entropy(ids, tokenizer.vocab_size),
               "tokens": int(len(ids)), "data": source, "checkpoint": str(ck.path)}
+    if unit == "char":
+        result["bits_per_char"] = result["bits_per_token"]
     if as_json:
         click.echo(json.dumps(result))
     else:
         click.echo(f"{source}: loss {loss:.4f} | perplexity {result['perplexity']:.2f} | "
-                   f"{result['bits_per_token']:.3f} bits/char | unigram baseline "
+                   f"{result['bits_per_token']:.3f} bits/{unit} | unigram baseline "
                    f"{result['unigram_baseline']:.4f}")
     return 0
 

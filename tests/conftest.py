@@ -7,8 +7,11 @@ users' test suites load the same way), chosen by TINYLM_HYPOTHESIS_PROFILE:
 """
 
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from tinylm import backends
 from tinylm.tensor import get_default_dtype, set_default_dtype
@@ -20,6 +23,8 @@ PROFILE = os.environ.get("TINYLM_HYPOTHESIS_PROFILE", "ci")
 if PROFILE not in ("ci", "thorough"):
     raise pytest.UsageError(f"TINYLM_HYPOTHESIS_PROFILE={PROFILE!r}: choose 'ci' or 'thorough'")
 load_profile(f"tinylm-{PROFILE}")
+# Hypothesis keeps a cache (even with database=None); keep it out of the checkout too.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "tinylm-tests-hypothesis")
 
 
 def pytest_report_header(config):
@@ -27,6 +32,14 @@ def pytest_report_header(config):
 
 
 # ---- global state ---------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _run_in_an_empty_directory(tmp_path_factory, monkeypatch):
+    """Every test starts in an empty temporary directory of its own (not its tmp_path), so
+    nothing in the checkout (an `out/` left by README command 1, say) can change a result,
+    and a command writing to its default location writes there, never into the checkout."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
 
 @pytest.fixture(autouse=True)
 def _restore_tinylm_globals():

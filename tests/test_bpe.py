@@ -221,5 +221,13 @@ def test_cli_trains_a_tokenizer_and_a_model_that_uses_it(tmp_path):
                                   "--batch-size", "4", "--max-iters", "2", "--eval-interval", "2",
                                   "--eval-iters", "1", "--warmup-iters", "1"])
     assert trained.exit_code == 0, trained.output
+    assert "vocab 300 tokens" in trained.stderr
     model, tokenizer, _ = load_model(tmp_path / "run")
     assert tokenizer == load_tokenizer(tmp_path / "tok.json") and model.config.vocab_size == 300
+    # a BPE model's loss is per token, not per character
+    scored = runner.invoke(cli, ["eval", "--ckpt", str(tmp_path / "run"), "--batches", "1"])
+    assert scored.exit_code == 0, scored.output
+    assert "bits/token" in scored.stdout and "bits/char" not in scored.stdout
+    report = json.loads(runner.invoke(cli, ["eval", "--ckpt", str(tmp_path / "run"), "--batches", "1",
+                                            "--json"]).stdout)
+    assert report["unit"] == "token" and "bits_per_char" not in report

@@ -18,6 +18,7 @@ from tinylm import checkpoint as ckpt_module
 from tinylm.checkpoint import FILENAME, load_checkpoint, load_model, save_checkpoint
 from tinylm.errors import CheckpointError
 from tinylm.rundir import LOCK_NAME
+from tinylm.metrics import METRICS_FILE, PLOT_FILE
 from tinylm.safetensors import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,8 +274,9 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeyp
     monkeypatch.undo()
     after = load_checkpoint(out)
     assert after.train["step"] == 2 and same_arrays(after.weights, good.weights), line
-    left = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)  # the lock file stays
-    assert left == [FILENAME]  # no temporary file left behind
+    # the run's record and its lock stay beside the checkpoint
+    leftovers = {p.name for p in out.iterdir()} - {METRICS_FILE, PLOT_FILE, LOCK_NAME}
+    assert leftovers == {FILENAME}  # no temporary file left behind
 
 
 def test_a_full_disk_at_the_first_save_does_not_suggest_resuming_what_does_not_exist(tmp_path,

@@ -1,6 +1,8 @@
 """The CLI as a user runs it: train, sample, eval, backends, and one-line errors for bad input."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -53,6 +55,13 @@ def test_train_refuses_to_overwrite_a_checkpoint(trained):
     assert_one_line_error(result, "already holds a checkpoint", "--resume", code=2)
 
 
+def test_an_invalid_option_is_reported_before_a_leftover_checkpoint(trained):
+    # as after README command 1: `out/` in the working directory holds a checkpoint
+    shutil.copytree(trained / "run", Path.cwd() / "out")
+    assert_one_line_error(run("train", "--n-embd", "65"), "n_embd (65)", "divisible by n_head", code=2)
+    assert_one_line_error(run("train", *TINY), "out already holds a checkpoint", code=2)
+
+
 def test_sample_continues_the_prompt(trained):
     result = run("sample", "--ckpt", trained / "run", "--prompt", "3 little", "--num-tokens", "20",
                  "--seed", "1")
@@ -73,6 +82,16 @@ def test_eval_reports_loss_against_the_unigram_baseline(trained):
     report = json.loads(result.stdout)
     assert report["loss"] > 0 and report["unigram_baseline"] > 0
     assert report["perplexity"] == pytest.approx(2.718281828 ** report["loss"])
+    # a character tokenizer: a token is a character, so bits per token are bits per character
+    assert report["unit"] == "char" and report["bits_per_char"] == report["bits_per_token"]
+    assert "bits/char" in run("eval", "--ckpt", trained / "run", "--batches", "2").stdout
+
+
+def test_the_start_up_line_gives_the_corpus_size_once(trained):
+    result = run("train", "--data", trained / "pigs.txt", "--out", trained / "sized", *TINY)
+    data_line = next(line for line in result.stderr.splitlines() if line.startswith("data: "))
+    assert data_line.count("characters") == 1 and "chars," not in data_line, data_line
+    assert f"{len(TEXT):,} characters" in data_line and "vocab" in data_line
 
 
 def test_resume_continues_to_a_larger_max_iters(trained):

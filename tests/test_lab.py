@@ -5,8 +5,10 @@ its signature (the model beats its control), not the full-size thresholds, which
 docs/lab/*.md records from real runs.
 """
 
+import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,9 @@ from tinylm.lab.scaling import ScalingConfig, fit_power_law, run_scaling
 from tinylm.models import GPT, GPTConfig
 
 TEXT = "".join(f"{i} little pigs went to market, {i * 3 % 7} came home\n" for i in range(300))
+needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                                      reason="matplotlib is not installed (pip install 'tinylm[plot]'); "
+                                             "the PNG figures are not drawn")
 
 
 def run(*args):
@@ -172,6 +177,7 @@ def checkpoint(tmp_path_factory):
     return root
 
 
+@needs_matplotlib
 def test_inspect_attention_writes_the_patterns_and_a_grid(checkpoint, tmp_path):
     result = run("inspect", "attention", "--ckpt", checkpoint / "run", "--prompt", "3 little pigs",
                  "--out", tmp_path)
@@ -182,6 +188,7 @@ def test_inspect_attention_writes_the_patterns_and_a_grid(checkpoint, tmp_path):
     assert (tmp_path / "attention.png").stat().st_size > 0
 
 
+@needs_matplotlib
 @pytest.mark.parametrize("mode", ["zero", "mean"])
 def test_inspect_ablate_prints_a_layer_by_head_table(checkpoint, tmp_path, mode):
     result = run("inspect", "ablate", "--ckpt", checkpoint / "run", "--mode", mode, "--batches", "2",
@@ -192,6 +199,7 @@ def test_inspect_ablate_prints_a_layer_by_head_table(checkpoint, tmp_path, mode)
     assert "head 2" in result.stdout and (tmp_path / "ablation.png").exists()
 
 
+@needs_matplotlib
 @pytest.mark.parametrize("experiment", sorted(TINY_LAB))
 def test_lab_command_writes_results_and_a_plot(experiment, tmp_path):
     result = run("lab", experiment, "--out", tmp_path, "--seed", "1", *TINY_LAB[experiment])
@@ -208,6 +216,18 @@ def test_lab_command_runs_on_every_backend(experiment, backend, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["backend"] == backend.name and "holds" in report["signature"]
+
+
+def test_inspect_and_lab_write_under_runs_by_default(checkpoint):
+    """Without --out, the commands write into runs/ (which .gitignore covers), nothing else."""
+    assert run("inspect", "attention", "--ckpt", checkpoint / "run", "--prompt", "3 pigs").exit_code == 0
+    assert run("lab", "grokking", *TINY_LAB["grokking"]).exit_code == 0
+    cwd = Path.cwd()
+    assert [p.name for p in cwd.iterdir()] == ["runs"]
+    for folder in ("inspect/attention", "lab/grokking"):
+        assert (cwd / "runs" / folder / "results.json").is_file()
+    ignored = (Path(__file__).resolve().parents[1] / ".gitignore").read_text().split()
+    assert "/runs/" in ignored and "/out/" in ignored
 
 
 def test_lab_runs_are_seeded(tmp_path):

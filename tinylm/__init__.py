@@ -22,7 +22,9 @@ del _p, _here, _root
 _EXPORTS = {
     "ops": "tinylm.ops", "Tensor": "tinylm.tensor", "no_grad": "tinylm.tensor",
     "get_default_dtype": "tinylm.tensor", "set_default_dtype": "tinylm.tensor",
-    "Module": "tinylm.nn", "Parameter": "tinylm.nn", "Buffer": "tinylm.nn", "GPT": "tinylm.models", "GPTConfig": "tinylm.models",
+    "Module": "tinylm.nn", "Parameter": "tinylm.nn", "Buffer": "tinylm.nn",
+    "GPT": "tinylm.models", "GPTConfig": "tinylm.models",
+    "load": "tinylm.language_model", "fit": "tinylm.language_model", "LanguageModel": "tinylm.language_model",
     **{name: "tinylm.errors" for name in ("TinyLMError", "ConfigError", "DataError", "CheckpointError",
                                           "BackendUnavailable", "TrainingDiverged")},
 }
@@ -44,7 +46,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "no_grad", "get_default_dtype", "set_default_dtype", "ops",
-    "Module", "Parameter", "Buffer", "GPT", "GPTConfig",
+    "Module", "Parameter", "Buffer", "GPT", "GPTConfig", "load", "fit", "LanguageModel",
     "TinyLMError", "ConfigError", "DataError", "CheckpointError", "BackendUnavailable",
     "TrainingDiverged",
 ]

@@ -244,6 +244,7 @@ class BPETokenizer:
     """
 
     type_name = "bpe"
+    unit = "token"  # a token spans a variable number of characters
 
     def __init__(self, tokens: Sequence[bytes], merges: Sequence[tuple[int, int]],
                  special_tokens: dict[str, int]):

@@ -89,6 +89,48 @@ MODEL_FIELDS = [f for f in fields(GPTConfig) if f.name != "vocab_size"]  # vocab
 TRAIN_FIELDS = list(fields(TrainConfig))
 MAX_TOML_BYTES = 2**20  # a config file is a few hundred bytes
 
+# One line per field for `tinylm train --help` (tests/test_help.py checks that every
+# MODEL_FIELDS and TRAIN_FIELDS field has one: a new config field needs its line here).
+FIELD_HELP = {
+    "block_size": "Context length: the most tokens the model sees at once.",
+    "n_layer": "Transformer blocks stacked one after another.",
+    "n_head": "Attention heads per block; must divide n_embd.",
+    "n_embd": "Width of the residual stream (the embedding size).",
+    "dropout": "Probability of zeroing an activation while training; 0 turns dropout off.",
+    "bias": "Biases in the Linear layers (LayerNorm always has them).",
+    "norm": "layernorm (GPT-2's mean-and-variance LayerNorm) or rmsnorm (LLaMA's RMSNorm: no mean, "
+            "no bias).",
+    "pos_encoding": "learned (GPT-2's wpe table added to the input) or rope (rotary: q and k turned "
+                    "by position, LLaMA's).",
+    "batch_size": "Sequences in one micro-batch.",
+    "grad_accum": "Micro-batches whose gradients add up into one optimizer step "
+                  "(effective batch: batch_size x grad_accum).",
+    "max_iters": "Optimizer steps in the whole run (resuming continues up to this step).",
+    "learning_rate": "Peak learning rate, reached at the end of the warmup.",
+    "min_lr": "Learning rate at the end of the cosine decay.",
+    "warmup_iters": "Steps of linear warmup from 0 to learning_rate.",
+    "lr_decay_iters": "Step at which the cosine decay reaches min_lr; 0 means max_iters.",
+    "weight_decay": "AdamW's decoupled weight decay, on matrices and embeddings only.",
+    "beta1": "AdamW's decay rate of the gradient's running mean.",
+    "beta2": "AdamW's decay rate of the squared gradient's running mean.",
+    "grad_clip": "Scale gradients down to this global norm; 0 disables clipping.",
+    "eval_interval": "Steps between evaluations (train and val loss) and checkpoint saves.",
+    "eval_iters": "Batches averaged per split for each loss estimate at an evaluation.",
+    "log_interval": "Steps between progress lines (in a log) and metrics.jsonl records.",
+    "seed": "Seed of the initial weights, the batch sampler and dropout.",
+}
+# nanoGPT's name for a field where it differs from ours (the others are nanoGPT's own names);
+# None: nanoGPT has no such setting
+NANOGPT_NAMES = {"grad_accum": "gradient_accumulation_steps", "seed": None}
+_DEFAULTS = {f.name: f.default for f in MODEL_FIELDS + TRAIN_FIELDS}
+
+
+def field_help(name: str) -> str:
+    """The help line of a config field, with nanoGPT's name and the default preset's value."""
+    nanogpt = NANOGPT_NAMES.get(name, name)
+    default = PRESETS[DEFAULT_PRESET].get(name, _DEFAULTS[name])
+    return FIELD_HELP[name] + (f" nanoGPT: {nanogpt}." if nanogpt else "") + f" [{default}]"
+
 
 def read_toml(path: str) -> dict:
     """Flat ``key = value`` pairs (or [model]/[train] tables) naming config fields."""
@@ -144,6 +186,12 @@ MODEL_CONFIGS = {"gpt": GPTConfig, "lstm": LSTMConfig}
 def resolve_config(preset: str | None, toml_values: dict, cli_values: dict,
                    model: str = "gpt") -> tuple[dict, TrainConfig]:
     """defaults < preset < TOML file < command line; returns (model fields, train config)."""
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    unknown = sorted(set(cli_values) - {f.name for f in MODEL_FIELDS + TRAIN_FIELDS})
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {unknown}; the fields are nanoGPT's names, "
+                          "e.g. n_layer, learning_rate (see 'tinylm train --help')")
     if model not in MODEL_CONFIGS:
         raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODEL_CONFIGS)}")
     config_cls = MODEL_CONFIGS[model]

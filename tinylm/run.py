@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import shlex
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -17,9 +18,10 @@ import numpy as np
 
 from tinylm import backends
 from tinylm.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
-from tinylm.data import BatchSampler, Corpus, default_corpus, load_text, split_ids
+from tinylm.data import BatchSampler, Corpus, default_corpus, load_text, split_ids, unigram_entropy
 from tinylm.distributed import Communicator
 from tinylm.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from tinylm.metrics import MetricsLog
 from tinylm.mlm import MaskedBatches, MaskingRecipe
 from tinylm.models import GPT, LSTM, Encoder, EncoderConfig, GPTConfig, LSTMConfig
 from tinylm.resources import check_training
@@ -33,6 +35,47 @@ def load_corpus(path: str | None) -> Corpus:
     if path is not None and (not isinstance(path, str) or "\0" in path):
         raise DataError(f"the data path must be a file or directory name, got {path!r:.80}")
     return default_corpus() if path is None else load_text(path)
+
+
+def data_record(path: str | None, run_dir) -> dict:
+    """Where the data is, three ways, so a run resumes from another directory or machine:
+    the path as given, resolved to an absolute path, and relative to the run directory."""
+    if path is None:  # the offline default corpus
+        return {"path": None}
+    resolved = Path(path).resolve()
+    try:
+        relative = os.path.relpath(resolved, Path(run_dir).resolve())
+    except ValueError:  # another drive (Windows): no relative path exists
+        relative = None
+    return {"path": str(path), "resolved": str(resolved), "relative_to_run": relative}
+
+
+def find_saved_data(record: dict, run_dir) -> str | None:
+    """The data path a checkpoint's data ``record`` names that exists here (None: default corpus).
+
+    Tries the absolute path, then the path relative to the run directory, then the
+    path as given (relative to the working directory); DataError if none exists.
+    """
+    given = record.get("path")
+    if not isinstance(given, str):  # None: the default corpus; anything else load_corpus refuses
+        return given
+    relative = record.get("relative_to_run")
+    beside_run = os.path.normpath(Path(run_dir) / relative) if isinstance(relative, str) else None
+    candidates = [record.get("resolved"), beside_run, given]
+    tried = [c for c in candidates if isinstance(c, str)]
+    for candidate in tried:
+        if Path(candidate).exists():
+            return candidate
+    raise DataError(f"the data this run was trained on is not at {' nor '.join(dict.fromkeys(tried))}; "
+                    "pass --data PATH to say where it is now")
+
+
+def load_saved_corpus(ckpt: Checkpoint) -> Corpus:
+    """The corpus a checkpoint was trained on, found from its data record (see find_saved_data)."""
+    record = ckpt.train.get("data") or {}
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{ckpt.path}: malformed data record {record!r:.80}")
+    return load_corpus(find_saved_data(record, ckpt.path.parent))
 
 
 def text_digest(text: str) -> str:
@@ -102,8 +145,9 @@ class Run:
             "dropout_rng": backends.current().rng_state(),
             "history": self.state.history,
             "objective": self.objective,
-            "data": {"path": self.data_path, "val_fraction": self.val_fraction,
+            "data": {**data_record(self.data_path, self.out), "val_fraction": self.val_fraction,
                      "sha256": text_digest(self.corpus.text), "source": self.corpus.source},
+            "unigram_baseline": self.unigram_baseline(),
         }
         return Checkpoint(model_type=self.state.model.model_type, model_config=self.model_config.to_dict(),
                           tokenizer=self.tokenizer.to_dict(),
@@ -127,6 +171,10 @@ class Run:
             return "run the same command again"
         return f"resume with: tinylm train --resume --out {shlex.quote(str(self.out))}"
 
+    def unigram_baseline(self) -> float:
+        """The validation loss of a model that ignores context (nats/token): the bar to beat."""
+        return unigram_entropy(self.val_ids, self.tokenizer.vocab_size)
+
     def _kept(self) -> str:
         if self.saved_step is None:
             return f"no checkpoint of this run was written to {self.out}"
@@ -135,14 +183,32 @@ class Run:
     def execute(self, on_event: Callable[[dict], None] = lambda e: None,
                 stop_requested: Callable[[], bool] = lambda: False,
                 communicator: Communicator | None = None) -> TrainState:
-        """Train; with a ``communicator`` (data-parallel), only rank 0 writes checkpoints."""
+        """Train; with a ``communicator`` (data-parallel), only rank 0 writes checkpoints
+        and the run's record (metrics.jsonl at each event, loss.png after each save)."""
         saves = communicator is None or communicator.rank == 0
+        save = None
+        if saves:
+            record = MetricsLog(self.out, self.state.step, self.unigram_baseline())
+
+            def on_event(event, show=on_event):
+                show(event)
+                self._write_record(record, event)
+
+            def save(state):
+                self.save(state)
+                self._write_record(record.draw)  # drawn after the checkpoint: a full disk spares it
         try:
             return train(self.state, self.val_ids, self.train_config, on_event=on_event,
-                         save=self.save if saves else None, stop_requested=stop_requested,
-                         communicator=communicator)
+                         save=save, stop_requested=stop_requested, communicator=communicator)
         except TrainingDiverged as exc:
             raise TrainingDiverged(f"{exc}; {self._kept()}") from None
+
+    def _write_record(self, write: Callable, *args) -> None:
+        try:
+            write(*args)
+        except OSError as exc:
+            raise CheckpointError(f"could not write the run's record (metrics.jsonl, loss.png) in "
+                                  f"{self.out}: {exc.strerror or exc}; {self._kept()}") from None
 
 
 def new_run(model_fields: dict, train_config: TrainConfig, data_path: str | None,
@@ -188,7 +254,8 @@ def resume_run(out, train_overrides: dict, data_path: str | None = None) -> Run:
     data = saved.get("data", {})
     if not isinstance(data, dict):
         raise CheckpointError(f"{ckpt.path}: malformed data record {data!r:.80}")
-    data_path = data_path if data_path is not None else data.get("path")
+    if data_path is None:
+        data_path = find_saved_data(data, ckpt.path.parent)
     corpus = load_corpus(data_path)
     if data.get("sha256") not in (None, text_digest(corpus.text)):
         raise DataError(f"the data ({corpus.source}) differs from the data this run was trained "

@@ -37,6 +37,7 @@ class CharTokenizer:
     """
 
     type_name = "char"
+    unit = "char"  # what one token is: losses read as nats (bits) per character
 
     def __init__(self, chars: str):
         if not isinstance(chars, str) or not chars:
@@ -172,6 +173,10 @@ class WithSpecialTokens:
     @property
     def vocab_size(self) -> int:
         return self.base.vocab_size + len(self.names)
+
+    @property
+    def unit(self) -> str:
+        return self.base.unit
 
     def special_id(self, name: str) -> int:
         """The id of special token ``name`` (e.g. "[MASK]")."""

@@ -19,11 +19,29 @@ def echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
+def backends_help() -> str:
+    """The --backend help: every registered backend, and which of them can run on this machine."""
+    rows = backends.available_backends()  # imports each backend's module; starts none
+    here = [name for name, ok, _ in rows if ok]
+    elsewhere = [name for name, ok, _ in rows if not ok]
+    return (f"Array backend: {', '.join(name for name, _, _ in rows)}. Runs here: "
+            f"{', '.join(here) or 'none'}" + (f"; not here: {', '.join(elsewhere)}" if elsewhere else "")
+            + " ('tinylm backends' says why).")
+
+
+class BackendOption(click.Option):
+    """--backend, its help computed when it is shown (which backends run here), not at import."""
+
+    def get_help_record(self, ctx):
+        self.help = backends_help()
+        return super().get_help_record(ctx)
+
+
 def backend_option(f):
     f = click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="CPU threads for the backend's kernels (numba).")(f)
-    return click.option("--backend", default="numpy", show_default=True,
-                        help="Array backend: numpy, numba or cupy (see 'tinylm backends').")(f)
+    return click.option("--backend", cls=BackendOption, default="numpy", show_default=True,
+                        help="Array backend (see 'tinylm backends').")(f)
 
 
 def activate_backend(name: str, threads: int | None):
@@ -36,19 +54,25 @@ def activate_backend(name: str, threads: int | None):
     return backend
 
 
-def ckpt_option(f):
+def checkpoint_option(written_by: str = "'tinylm train --out'"):
+    """--ckpt, whose help names the command that writes such a checkpoint."""
     return click.option("--ckpt", required=True, type=click.Path(),
-                        help="Run directory written by 'tinylm train --out' (or its .safetensors file).")(f)
+                        help=f"Run directory written by {written_by} (or its .safetensors file).")
+
+
+ckpt_option = checkpoint_option()
 
 
 class Progress:
-    """Renders training events on stderr: one updating line on a terminal, log lines otherwise."""
+    """Renders training events on stderr: one updating line on a terminal, log lines otherwise.
+
+    The loop sends a step event every ``log_interval`` steps, so a log (stderr not a
+    terminal) gets one line per ``--log-interval`` steps.
+    """
 
     def __init__(self, max_iters: int, baseline: float | None):
         self.max_iters, self.baseline = max_iters, baseline
         self.tty = sys.stderr.isatty()
-        self.every = max(1, max_iters // 20)  # log lines (not a terminal): about 20 per run
-        self.last_logged = 0
 
     def __call__(self, e: dict) -> None:
         if e["event"] == "step":
@@ -59,8 +83,7 @@ class Progress:
                     f"| {e['tokens_per_s'] / 1e3:.1f}k tok/s | eta {int(eta // 60)}:{int(eta % 60):02d}")
             if self.tty:
                 click.echo("\r" + line.ljust(100), nl=False, err=True)
-            elif e["step"] - self.last_logged >= self.every or e["step"] == self.max_iters:
-                self.last_logged = e["step"]
+            else:
                 echo_err(line)
         elif e["event"] == "eval":
             base = f" (unigram baseline {self.baseline:.3f})" if self.baseline else ""

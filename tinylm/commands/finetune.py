@@ -8,7 +8,7 @@ import click
 
 from tinylm.classify import FINETUNE_DEFAULTS
 from tinylm.commands.common import (Progress, StopOnSignal, activate_backend, backend_option,
-                                    ckpt_option, echo_err)
+                                    checkpoint_option, ckpt_option, echo_err)
 from tinylm.errors import ConfigError
 from tinylm.train import TrainConfig
 
@@ -18,7 +18,7 @@ from tinylm.train import TrainConfig
               help="Labelled texts: CSV with a 'text,label' header, or JSONL {\"text\", \"label\"}.")
 @click.option("--val", "val_file", required=True, type=click.Path(dir_okay=False),
               help="Labelled texts to score on (same formats); labels must occur in --train.")
-@click.option("--out", default="finetuned", show_default=True, type=click.Path(file_okay=False),
+@click.option("--out", default="runs/finetune", show_default=True, type=click.Path(file_okay=False),
               help="Run directory for the classifier checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a checkpoint already in --out.")
 @click.option("--pooling", type=click.Choice(["cls", "mean", "last"]), default=None,
@@ -73,7 +73,7 @@ def finetune(ckpt, train_file, val_file, out, overwrite, pooling, strict, as_jso
 
 
 @click.command()
-@ckpt_option
+@checkpoint_option("'tinylm finetune --out'")
 @click.argument("texts", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print labels and probabilities as JSON.")
 @backend_option

@@ -99,14 +99,14 @@ def inspect_group():
 @inspect_group.command(name="attention")
 @ckpt_option
 @click.option("--prompt", required=True, help="Text whose attention patterns to draw.")
-@_lab_out_option("inspect/attention")
+@_lab_out_option("runs/inspect/attention")
 @backend_option
 def inspect_attention(ckpt, prompt, out, backend, threads):
     """Attention of every layer and head on a prompt: one heatmap grid, tokens on the axes.
 
     \b
     Example:
-      tinylm inspect attention --ckpt out --prompt "for i in range(10):" --out inspect/attn
+      tinylm inspect attention --ckpt out --prompt "for i in range(10):" --out runs/inspect/attn
     """
     from tinylm.checkpoint import load_model
     from tinylm.lab import heads, plots
@@ -132,14 +132,14 @@ def inspect_attention(ckpt, prompt, out, backend, threads):
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the evaluation windows.")
-@_lab_out_option("inspect/ablate")
+@_lab_out_option("runs/inspect/ablate")
 @backend_option
 def inspect_ablate(ckpt, data, mode, batches, batch_size, seed, out, backend, threads):
     """Knock out each attention head in turn; table of the validation-loss change per layer x head.
 
     \b
     Example:
-      tinylm inspect ablate --ckpt out --mode mean --out inspect/ablate
+      tinylm inspect ablate --ckpt out --mode mean --out runs/inspect/ablate
     """
     from tinylm.checkpoint import load_model
     from tinylm.lab import heads, plots
@@ -168,9 +168,9 @@ def lab_group():
 
     \b
     Example:
-      tinylm lab induction --out lab/induction
-      tinylm lab grokking --out lab/grokking
-      tinylm lab scaling --out lab/scaling
+      tinylm lab induction --out runs/lab/induction
+      tinylm lab grokking --out runs/lab/grokking
+      tinylm lab scaling --out runs/lab/scaling
     """
 
 
@@ -182,7 +182,7 @@ def _lab_run_options(default_out: str):
 
 @lab_group.command(name="induction")
 @_field_options(InductionConfig)
-@_lab_run_options("lab/induction")
+@_lab_run_options("runs/lab/induction")
 def lab_induction(out, backend, threads, **values):
     """Induction heads: a 2-layer attention-only model's phase change on repeated random tokens.
 
@@ -193,8 +193,8 @@ def lab_induction(out, backend, threads, **values):
 
     \b
     Example:
-      tinylm lab induction --out lab/induction          # ~2 min on 2 CPU cores
-      tinylm lab induction --control lstm --out lab/induction-lstm
+      tinylm lab induction --out runs/lab/induction          # ~2 min on 2 CPU cores
+      tinylm lab induction --control lstm --out runs/lab/induction-lstm
     """
     from tinylm.lab import plots
     from tinylm.lab.induction import InductionConfig, run_induction
@@ -222,7 +222,7 @@ def lab_induction(out, backend, threads, **values):
 
 @lab_group.command(name="grokking")
 @_field_options(GrokkingConfig)
-@_lab_run_options("lab/grokking")
+@_lab_run_options("runs/lab/grokking")
 def lab_grokking(out, backend, threads, **values):
     """Grokking: modular addition learnt long after it is memorised, under weight decay.
 
@@ -231,8 +231,8 @@ def lab_grokking(out, backend, threads, **values):
 
     \b
     Example:
-      tinylm lab grokking --out lab/grokking             # ~2 min on 2 CPU cores
-      tinylm lab grokking --backend cupy --out lab/grokking-gpu
+      tinylm lab grokking --out runs/lab/grokking             # ~2 min on 2 CPU cores
+      tinylm lab grokking --backend cupy --out runs/lab/grokking-gpu
     """
     from tinylm.lab import plots
     from tinylm.lab.grokking import GPU_DEFAULTS, run_grokking
@@ -261,13 +261,13 @@ def lab_grokking(out, backend, threads, **values):
               help="Text file or directory [offline default corpus].")
 @click.option("--sizes", type=click.IntRange(min=3), default=None,
               help="Use the first N sizes of the ladder [5 on CPU, 7 on cupy].")
-@_lab_run_options("lab/scaling")
+@_lab_run_options("runs/lab/scaling")
 def lab_scaling(data, sizes, out, backend, threads, **values):
     """Scaling law: a ladder of GPT sizes on the same tokens, fitted to L(N) = a N^-alpha + c.
 
     \b
     Example:
-      tinylm lab scaling --out lab/scaling               # ~3 min on 2 CPU cores
+      tinylm lab scaling --out runs/lab/scaling               # ~3 min on 2 CPU cores
       tinylm lab scaling --backend cupy --max-iters 4000
     """
     from tinylm.lab import plots

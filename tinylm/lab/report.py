@@ -55,10 +55,14 @@ def write_report(out, results: dict, figures: dict[str, Callable] | None = None)
         return {"json": json_path, "plots": None if figures else []}
     plots = []
     for stem, draw in figures.items():
-        fig = draw(plt, results)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
         plots.append(out / f"{stem}.png")
-        atomic_write_bytes(plots[-1], buffer.getvalue())
+        save_png(plt, draw(plt, results), plots[-1])
     return {"json": json_path, "plots": plots}
+
+
+def save_png(plt, fig, path) -> None:
+    """Render ``fig`` to PNG in memory, close it, and replace ``path`` atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
