@@ -25,7 +25,7 @@ import os
 import platform
 import statistics
 
-from shakespeare_cpu import DEFAULT_DATA, check_data, measure
+from shakespeare_cpu import DEFAULT_DATA, SHAPES, check_data, measure
 
 
 def cpu_name() -> str:
@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     parser.add_argument("--repeats", type=int, default=3, help="rounds (one run per backend each)")
     parser.add_argument("--threads", type=int, default=0, help="tinylm backend threads (0: default)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="cpu",
+                        help="cpu: nanoGPT's CPU configuration [default]; mid: 6 layers x 384, "
+                             "block 256, batch 8")
     args = parser.parse_args()
     data = check_data(args.data)
     names = [n for n in args.backends.split(",") if n]
@@ -57,7 +60,8 @@ def main() -> None:
     for r in range(args.repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order each round
             side = "torch" if name == "torch" else "tinylm"
-            result = measure(side, data, args.warmup + args.steps, backend=name, threads=args.threads)
+            result = measure(side, data, args.warmup + args.steps, backend=name, threads=args.threads,
+                             shape=args.shape)
             result["median_ms"] = statistics.median(result["step_ms"][args.warmup:])
             runs[name].append(result)
             load = os.getloadavg()[0]
@@ -69,7 +73,7 @@ def main() -> None:
     flops, gflops = first["flops"], matmul["gflops"]
     print(f"\n{cpu_name()}, {os.cpu_count()} cores; BLAS {matmul['blas']}; float32 matmul "
           f"{gflops:.0f} GFLOP/s (NumPy, best of 5); model {first['params']:,} parameters, "
-          f"{flops / 1e9:.2f} GFLOP/step, {first['tokens_per_step']} tokens/step; "
+          f"{flops / 1e9:.2f} GFLOP/step, {first['tokens_per_step']} tokens/step (shape {args.shape}); "
           f"load average {min(loads):.1f}-{max(loads):.1f} during the runs (other jobs slow every side)")
     summary = {}
     for name in names:

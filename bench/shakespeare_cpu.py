@@ -28,6 +28,12 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinysh
 # Left unset in the measured processes: a CORETYPE forced for another machine
 # would pick a slower matmul kernel than OpenBLAS detects for this CPU.
 CLEARED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# The shapes the CPU benchmarks measure: nanoGPT's CPU configuration (tinylm's --preset cpu),
+# and a mid-size model so that nothing is tuned to one shape alone.
+SHAPES = {
+    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12),
+    "mid": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=8),
+}
 
 
 def check_data(path) -> Path:
@@ -38,11 +44,11 @@ def check_data(path) -> Path:
     return path
 
 
-def configs(iters: int, eval_interval: int, eval_iters: int):
-    """(model fields, TrainConfig) of ``tinylm train --preset cpu`` for ``iters`` steps."""
+def configs(iters: int, eval_interval: int, eval_iters: int, shape: str = "cpu"):
+    """(model fields, TrainConfig) of ``tinylm train --preset cpu`` for ``iters`` steps, at ``shape``."""
     from tinylm.config import resolve_config
 
-    return resolve_config("cpu", {}, {"max_iters": iters, "eval_interval": eval_interval,
+    return resolve_config("cpu", {}, {**SHAPES[shape], "max_iters": iters, "eval_interval": eval_interval,
                                       "eval_iters": eval_iters, "log_interval": 1})
 
 
@@ -84,7 +90,7 @@ def run_tinylm(args) -> dict:
     backend = backends.set_backend(args.backend)
     if args.threads:
         backend.set_threads(args.threads)
-    model_fields, cfg = configs(args.iters, args.eval_interval, args.eval_iters)
+    model_fields, cfg = configs(args.iters, args.eval_interval, args.eval_iters, args.shape)
     run = new_run(model_fields, cfg, str(args.data), 0.1, out=os.devnull)
     events = []
     start = time.perf_counter()
@@ -108,7 +114,7 @@ def run_torch(args) -> dict:
     from tinylm.data import BatchSampler
     from tinylm.run import new_run
 
-    model_fields, cfg = configs(args.iters, args.eval_interval, args.eval_iters)
+    model_fields, cfg = configs(args.iters, args.eval_interval, args.eval_iters, args.shape)
     run = new_run(model_fields, cfg, str(args.data), 0.1, out=os.devnull)   # same data, weights, batches
     model = from_tinylm(run.model_config, run.state.model.state_dict())
     opt = make_optimizer(model, cfg.learning_rate, (cfg.beta1, cfg.beta2), cfg.weight_decay)
@@ -153,12 +159,13 @@ def _result(args, *, describe, wall, step_ms, **extra) -> dict:
 
 
 def measure(side: str, data: Path, iters: int, backend: str = "numpy", threads: int = 0,
-            eval_interval: int | None = None, eval_iters: int = 1) -> dict:
+            eval_interval: int | None = None, eval_iters: int = 1, shape: str = "cpu") -> dict:
     """Run one side in a fresh Python process and return its JSON result."""
     env = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV}
     command = [sys.executable, __file__, "--side", side, "--backend", backend, "--data", str(data),
                "--iters", str(iters), "--threads", str(threads),
-               "--eval-interval", str(eval_interval or iters), "--eval-iters", str(eval_iters)]
+               "--eval-interval", str(eval_interval or iters), "--eval-iters", str(eval_iters),
+               "--shape", shape]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{side} ({backend}) failed:\n{done.stderr[-3000:]}")
@@ -174,6 +181,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=40)
     parser.add_argument("--eval-interval", type=int, default=None)
     parser.add_argument("--eval-iters", type=int, default=1)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="cpu",
+                        help="cpu: nanoGPT's CPU configuration; mid: 6 x 384, block 256, batch 8")
     args = parser.parse_args()
     args.eval_interval = args.eval_interval or args.iters
     if args.side != "matmul":
