@@ -43,7 +43,7 @@ def test_forward_and_lse_match_the_reference(seed, B, H, T, D, block_q, block_k,
     where = f"B={B} H={H} T={T} D={D} tiles {block_q}x{block_k}"
     _assert_close(y, want_y, f"y, {where}", 1e-10, 1e-12)
     # lse is what turns S back into P: exp(S - lse) must be the reference's P
-    S = q @ k.swapaxes(-1, -2) * scale + REFERENCE.causal_mask(T)
+    S = q @ k.swapaxes(-1, -2) * scale + REFERENCE.causal_mask(T, T)
     _assert_close(np.exp(S - lse[..., None]), P, f"exp(S - lse), {where}", 1e-10, 1e-12)
 
 

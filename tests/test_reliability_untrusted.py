@@ -65,7 +65,8 @@ def train_field(key, value):
 
 
 def data_path(value):
-    return lambda meta: meta["train"]["data"].__setitem__("path", value)
+    """Every place a run records its data (as given, absolute, beside the run) set to ``value``."""
+    return lambda meta: meta["train"]["data"].update(path=value, resolved=value, relative_to_run=value)
 
 
 def poison(value):

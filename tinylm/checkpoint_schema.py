@@ -65,9 +65,10 @@ def _check_history_entry(where: str, entry) -> None:
 
 
 def _check_data(where: str, data: dict) -> None:
-    path = field(data, "path", (str, type(None)), where, CheckpointError, default=None)
-    if path is not None and (not path or "\0" in path):
-        raise CheckpointError(f"{where}: path must be a file or directory name, got {path!r:.60}")
+    for name in ("path", "resolved", "relative_to_run"):  # where the run's data is (tinylm.run)
+        path = field(data, name, (str, type(None)), where, CheckpointError, default=None)
+        if path is not None and (not path or "\0" in path):
+            raise CheckpointError(f"{where}: {name} must be a file or directory name, got {path!r:.60}")
     fraction = field(data, "val_fraction", float, where, CheckpointError, default=0.1)
     if not 0 < fraction < 1:
         raise CheckpointError(f"{where}: val_fraction must be in (0, 1), got {fraction}")
