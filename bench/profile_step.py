@@ -4,7 +4,7 @@
     python bench/profile_step.py --shape mid --steps 5    # 6 layers x 384, block 256, batch 8
     python bench/profile_step.py --backends numba --top 25
 
-tinylm side: every op goes through ``Tensor._result``, so wrapping it gives each
+tinylm side: every op goes through ``Tensor.from_op``, so wrapping it gives each
 op's forward time (the wall time since the previous op finished: the op's own
 array work plus the Python between two ops) and, by wrapping the VJP it
 records, its backward time. Gradient clipping and the AdamW update are timed as
@@ -53,7 +53,7 @@ def profile_tinylm(backend_name: str, shape: dict, warmup: int, steps: int) -> d
     times = defaultdict(float)   # (phase, op) -> seconds over the timed steps
     calls = defaultdict(int)
     state = {"on": False, "last": 0.0}
-    original = Tensor._result
+    original = Tensor.from_op
 
     def timed_vjp(op, vjp):
         def run(g):
@@ -73,7 +73,7 @@ def profile_tinylm(backend_name: str, shape: dict, warmup: int, steps: int) -> d
             vjp = timed_vjp(op, vjp) if vjp is not None else None
         return original(data, parents, vjp, op)
 
-    Tensor._result = staticmethod(result)
+    Tensor.from_op = staticmethod(result)
     total = 0.0
     for i, (x, y) in enumerate(_batches(shape, warmup + steps)):
         timed = i >= warmup
@@ -97,7 +97,7 @@ def profile_tinylm(backend_name: str, shape: dict, warmup: int, steps: int) -> d
             times["phase", "clip"] += t_clip - t_backward
             times["phase", "adamw"] += t_end - t_clip
             total += t_end - t_start
-    Tensor._result = original
+    Tensor.from_op = original
     ops = defaultdict(lambda: [0.0, 0.0, 0])
     for (phase, op), seconds in times.items():
         if phase in ("forward", "backward"):

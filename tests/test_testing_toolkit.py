@@ -1,6 +1,6 @@
 """Mutation tests: plant a bug, and the toolkit must fail with a message that finds it.
 
-Each planted bug is a small wrong op (built with Tensor._result), a wrong kernel
+Each planted bug is a small wrong op (built with Tensor.from_op), a wrong kernel
 monkeypatched onto the active backend, a faulty Module, or a fake backend. A
 toolkit that passes one of them is a defect. Every check is also run on the
 correct version first, so a failure is the bug's and not the toolkit's.
@@ -36,32 +36,32 @@ def caught(check, *args, match, **kwargs):
 # ---- wrong VJPs: check_gradients and check_vjp -----------------------------------------------
 
 def mul_missing_factor(a, b):  # da should be g b
-    return Tensor._result(a.data * b.data, (a, b),
+    return Tensor.from_op(a.data * b.data, (a, b),
                           lambda g: (unbroadcast(g, a.shape), unbroadcast(g * a.data, b.shape)), "mul")
 
 
 def matmul_wrong_transpose(a, b):  # dA should be G B^T
-    return Tensor._result(a.data @ b.data, (a, b), lambda g: (g @ b.data, a.data.T @ g), "matmul")
+    return Tensor.from_op(a.data @ b.data, (a, b), lambda g: (g @ b.data, a.data.T @ g), "matmul")
 
 
 def add_no_unbroadcast(a, b):  # db should be summed back to b's shape
-    return Tensor._result(a.data + b.data, (a, b), lambda g: (g, g), "add")
+    return Tensor.from_op(a.data + b.data, (a, b), lambda g: (g, g), "add")
 
 
 def add_mean_not_sum(a, b):  # right shape, wrong reduction
-    return Tensor._result(a.data + b.data, (a, b),
+    return Tensor.from_op(a.data + b.data, (a, b),
                           lambda g: (g, g.mean(axis=0, keepdims=True)), "add")
 
 
 def softmax_missing_y(x):  # dx should be y ⊙ (g − Σ g y)
     e = np.exp(x.data - x.data.max(-1, keepdims=True))
     y = e / e.sum(-1, keepdims=True)
-    return Tensor._result(y, (x,), lambda g: (g - (g * y).sum(-1, keepdims=True),), "softmax")
+    return Tensor.from_op(y, (x,), lambda g: (g - (g * y).sum(-1, keepdims=True),), "softmax")
 
 
 def scale_in_place(x):  # writes to its input
     x.data *= 2.0
-    return Tensor._result(x.data.copy(), (x,), lambda g: (2 * g,), "scale")
+    return Tensor.from_op(x.data.copy(), (x,), lambda g: (2 * g,), "scale")
 
 
 @pytest.mark.parametrize("buggy, right, inputs, match", [
@@ -89,7 +89,7 @@ def test_the_cotangent_is_independent_of_seed_0_user_data():
 
     def normalise_missing_factor(x):
         xhat = x.data / np.sqrt((x.data * x.data).mean(-1, keepdims=True))
-        return Tensor._result(xhat, (x,), lambda g: (g - xhat * (g * xhat).mean(-1, keepdims=True),),
+        return Tensor.from_op(xhat, (x,), lambda g: (g - xhat * (g * xhat).mean(-1, keepdims=True),),
                               "normalise")
     caught(check_gradients, normalise_missing_factor, x, match=r"input 0 of shape \(5, 8\)")
 

@@ -112,8 +112,6 @@ class Tensor:
             out._vjp = None
         return out
 
-    _result = from_op  # the name the built-in ops were written with
-
     # -- the engine ---------------------------------------------------------------
     def backward(self, grad=None) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.

@@ -1,7 +1,7 @@
 """Elementwise arithmetic and matrix products: forward and VJP side by side.
 
 Each op takes Tensors (or Python numbers), computes its result on the active
-backend's arrays and returns ``Tensor._result(data, parents, vjp, name)``. The
+backend's arrays and returns ``Tensor.from_op(data, parents, vjp, name)``. The
 VJP maps the output gradient ``g`` to one gradient per parent; broadcasting is
 undone once, by ``unbroadcast``.
 """
@@ -21,21 +21,21 @@ def _pair(a, b) -> tuple[Tensor, Tensor]:
 # y = a + b;  da = g,  db = g
 def add(a, b) -> Tensor:
     a, b = _pair(a, b)
-    return Tensor._result(a.data + b.data, (a, b),
+    return Tensor.from_op(a.data + b.data, (a, b),
                           lambda g: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)), "add")
 
 
 # y = a - b;  da = g,  db = -g
 def sub(a, b) -> Tensor:
     a, b = _pair(a, b)
-    return Tensor._result(a.data - b.data, (a, b),
+    return Tensor.from_op(a.data - b.data, (a, b),
                           lambda g: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)), "sub")
 
 
 # y = a * b;  da = g b,  db = g a
 def mul(a, b) -> Tensor:
     a, b = _pair(a, b)
-    return Tensor._result(a.data * b.data, (a, b),
+    return Tensor.from_op(a.data * b.data, (a, b),
                           lambda g: (unbroadcast(g * b.data, a.shape),
                                      unbroadcast(g * a.data, b.shape)), "mul")
 
@@ -43,14 +43,14 @@ def mul(a, b) -> Tensor:
 # y = a / b;  da = g / b,  db = -g a / b^2
 def div(a, b) -> Tensor:
     a, b = _pair(a, b)
-    return Tensor._result(a.data / b.data, (a, b),
+    return Tensor.from_op(a.data / b.data, (a, b),
                           lambda g: (unbroadcast(g / b.data, a.shape),
                                      unbroadcast(-g * a.data / (b.data * b.data), b.shape)), "div")
 
 
 # y = -x;  dx = -g
 def neg(x: Tensor) -> Tensor:
-    return Tensor._result(-x.data, (x,), lambda g: (-g,), "neg")
+    return Tensor.from_op(-x.data, (x,), lambda g: (-g,), "neg")
 
 
 # y = a^b;  da = g b a^(b-1),  db = g y ln a   (db only where a > 0)
@@ -64,24 +64,24 @@ def pow(a, b) -> Tensor:  # noqa: A001 - the op is called pow
             return da, None
         safe = xp().where(a.data > 0, a.data, 1)
         return da, unbroadcast(g * y * xp().log(safe), b.shape)
-    return Tensor._result(y, (a, b), vjp, "pow")
+    return Tensor.from_op(y, (a, b), vjp, "pow")
 
 
 # y = e^x;  dx = g y
 def exp(x: Tensor) -> Tensor:
     y = xp().exp(x.data)
-    return Tensor._result(y, (x,), lambda g: (g * y,), "exp")
+    return Tensor.from_op(y, (x,), lambda g: (g * y,), "exp")
 
 
 # y = ln x;  dx = g / x
 def log(x: Tensor) -> Tensor:
-    return Tensor._result(xp().log(x.data), (x,), lambda g: (g / x.data,), "log")
+    return Tensor.from_op(xp().log(x.data), (x,), lambda g: (g / x.data,), "log")
 
 
 # y = tanh x;  dx = g (1 - y^2)
 def tanh(x: Tensor) -> Tensor:
     y = xp().tanh(x.data)
-    return Tensor._result(y, (x,), lambda g: (g * (1 - y * y),), "tanh")
+    return Tensor.from_op(y, (x,), lambda g: (g * (1 - y * y),), "tanh")
 
 
 # Y = A B (batched over leading axes);  dA = G B^T,  dB = A^T G
@@ -102,12 +102,12 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
         def vjp_rows(g):
             g2 = g.reshape(-1, g.shape[-1])                           # (B*T, m)
             return (g2 @ b.data.T).reshape(a.shape), a2.T @ g2
-        return Tensor._result(y, (a, b), vjp_rows, "matmul")
+        return Tensor.from_op(y, (a, b), vjp_rows, "matmul")
 
     def vjp(g):
         return (unbroadcast(g @ b.data.swapaxes(-1, -2), a.shape),
                 unbroadcast(a.data.swapaxes(-1, -2) @ g, b.shape))
-    return Tensor._result(a.data @ b.data, (a, b), vjp, "matmul")
+    return Tensor.from_op(a.data @ b.data, (a, b), vjp, "matmul")
 
 
 # Y = X W + b (X's rows through one affine map);  dX = G W^T,  dW = X^T G,  db = Σ_rows G
@@ -131,4 +131,4 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         return ((g2 @ weight.data.T).reshape(x.shape), x2.T @ g2,
                 None if bias is None else g2.sum(axis=0))
     parents = (x, weight) if bias is None else (x, weight, bias)
-    return Tensor._result(y.reshape(*x.shape[:-1], m), parents, vjp, "linear")
+    return Tensor.from_op(y.reshape(*x.shape[:-1], m), parents, vjp, "linear")

@@ -21,21 +21,21 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
 
     def vjp(g):
         return k.layernorm_backward(g, x.data, weight.data, mean, rstd)
-    return Tensor._result(y, (x, weight, bias), vjp, "layer_norm")
+    return Tensor.from_op(y, (x, weight, bias), vjp, "layer_norm")
 
 
 # y = x/2 (1 + tanh u),  u = c (x + 0.044715 x^3),  c = sqrt(2/pi)   (GPT-2's GELU)
 # dx = dy [(1 + tanh u)/2 + x/2 (1 - tanh^2 u) c (1 + 3 * 0.044715 x^2)]
 def gelu(x: Tensor) -> Tensor:
     k = kernels()
-    return Tensor._result(k.gelu_forward(x.data), (x,),
+    return Tensor.from_op(k.gelu_forward(x.data), (x,),
                           lambda g: (k.gelu_backward(g, x.data),), "gelu")
 
 
 # y = max(x, 0);  dx = g [x > 0]
 def relu(x: Tensor) -> Tensor:
     positive = x.data > 0
-    return Tensor._result(x.data * positive, (x,), lambda g: (g * positive,), "relu")
+    return Tensor.from_op(x.data * positive, (x,), lambda g: (g * positive,), "relu")
 
 
 # y = x m / (1 - p),  m ~ Bernoulli(1 - p);  dx = g m / (1 - p)
@@ -47,7 +47,7 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     keep = backends.current().rng.random(x.shape, dtype=x.dtype) >= p
     scale = keep * x.dtype.type(1.0 / (1.0 - p))
-    return Tensor._result(x.data * scale, (x,), lambda g: (g * scale,), "dropout")
+    return Tensor.from_op(x.data * scale, (x,), lambda g: (g * scale,), "dropout")
 
 
 # loss = mean over kept rows of (logsumexp(z) - z[target]);  dz = (softmax(z) - onehot) / n
@@ -66,7 +66,7 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100) -> Tensor:
     def vjp(g):
         dz = k.softmax_xent_backward(g, probs, t, ignore_index, n_valid)
         return (dz.reshape(logits.shape),)
-    return Tensor._result(xp().asarray(loss), (logits,), vjp, "cross_entropy")
+    return Tensor.from_op(xp().asarray(loss), (logits,), vjp, "cross_entropy")
 
 
 # S = q k^T / sqrt(D) + causal mask;  P = softmax(S);  y = P v
@@ -79,7 +79,7 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 
     def vjp(g):
         return kern.attention_backward(g, q.data, k.data, v.data, saved, scale)
-    return Tensor._result(y, (q, k, v), vjp, "causal_attention")
+    return Tensor.from_op(y, (q, k, v), vjp, "causal_attention")
 
 
 def split_heads(qkv, n_head: int):
@@ -110,5 +110,5 @@ def causal_self_attention(qkv: Tensor, n_head: int) -> Tensor:
         dq, dk, dv = kern.attention_backward(dy, q, k, v, saved, scale)
         dqkv = xp().stack([d.transpose(0, 2, 1, 3) for d in (dq, dk, dv)], axis=2)  # (B, T, 3, H, D)
         return (dqkv.reshape(B, T, C3),)
-    return Tensor._result(y.transpose(0, 2, 1, 3).reshape(B, T, C), (qkv,), vjp,
+    return Tensor.from_op(y.transpose(0, 2, 1, 3).reshape(B, T, C), (qkv,), vjp,
                           "causal_self_attention")

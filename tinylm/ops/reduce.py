@@ -21,7 +21,7 @@ def _expand(g, axes: tuple, keepdims: bool):
 def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     axes = _axes(axis, x.ndim)
     y = x.data.sum(axis=axes, keepdims=keepdims)
-    return Tensor._result(y, (x,), lambda g: (
+    return Tensor.from_op(y, (x,), lambda g: (
         xp().broadcast_to(_expand(g, axes, keepdims), x.shape),), "sum")
 
 
@@ -32,7 +32,7 @@ def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     for a in axes:
         n *= x.shape[a]
     y = x.data.mean(axis=axes, keepdims=keepdims)
-    return Tensor._result(y, (x,), lambda g: (
+    return Tensor.from_op(y, (x,), lambda g: (
         xp().broadcast_to(_expand(g, axes, keepdims) / n, x.shape),), "mean")
 
 
@@ -45,7 +45,7 @@ def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
         hit = x.data == _expand(y, axes, keepdims)
         share = hit / hit.sum(axis=axes, keepdims=True)
         return (share.astype(x.dtype) * _expand(g, axes, keepdims),)
-    return Tensor._result(y, (x,), vjp, "max")
+    return Tensor.from_op(y, (x,), vjp, "max")
 
 
 # y = e^(x - max) / Σ e^(x - max);  dx = y ⊙ (g - Σ_j g_j y_j)
@@ -53,7 +53,7 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
     module = xp()
     e = module.exp(x.data - x.data.max(axis=axis, keepdims=True))
     y = e / e.sum(axis=axis, keepdims=True)
-    return Tensor._result(y, (x,), lambda g: (
+    return Tensor.from_op(y, (x,), lambda g: (
         y * (g - (g * y).sum(axis=axis, keepdims=True)),), "softmax")
 
 
@@ -62,5 +62,5 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     module = xp()
     shifted = x.data - x.data.max(axis=axis, keepdims=True)
     y = shifted - module.log(module.exp(shifted).sum(axis=axis, keepdims=True))
-    return Tensor._result(y, (x,), lambda g: (
+    return Tensor.from_op(y, (x,), lambda g: (
         g - module.exp(y) * g.sum(axis=axis, keepdims=True),), "log_softmax")

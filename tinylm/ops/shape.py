@@ -8,7 +8,7 @@ from tinylm.tensor import Tensor, as_tensor, kernels, unbroadcast, xp
 # y = x viewed as `shape`;  dx = g viewed as x's shape
 def reshape(x: Tensor, *shape) -> Tensor:
     shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return Tensor._result(x.data.reshape(shape), (x,), lambda g: (g.reshape(x.shape),), "reshape")
+    return Tensor.from_op(x.data.reshape(shape), (x,), lambda g: (g.reshape(x.shape),), "reshape")
 
 
 # y = x with axes permuted;  dx = g with the inverse permutation
@@ -16,7 +16,7 @@ def transpose(x: Tensor, *axes) -> Tensor:
     axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
     axes = tuple(axes) if axes else tuple(reversed(range(x.ndim)))
     inverse = tuple(sorted(range(len(axes)), key=axes.__getitem__))
-    return Tensor._result(x.data.transpose(axes), (x,),
+    return Tensor.from_op(x.data.transpose(axes), (x,),
                           lambda g: (g.transpose(inverse),), "transpose")
 
 
@@ -46,7 +46,7 @@ def getitem(x: Tensor, key) -> Tensor:
         else:
             xp().add.at(dx, key, g)
         return (dx,)
-    return Tensor._result(x.data[key], (x,), vjp, "getitem")
+    return Tensor.from_op(x.data[key], (x,), vjp, "getitem")
 
 
 # y = W[idx] (an embedding lookup);  dW = scatter-add of g into the rows idx
@@ -57,7 +57,7 @@ def embedding(weight: Tensor, idx) -> Tensor:
 
     def vjp(g):
         return (kernels().embedding_backward(g.reshape(-1, C), idx.reshape(-1), V),)
-    return Tensor._result(weight.data[idx], (weight,), vjp, "embedding")
+    return Tensor.from_op(weight.data[idx], (weight,), vjp, "embedding")
 
 
 # y = [x_1, ..., x_n] joined on axis;  dx_i = the slice of g that came from x_i
@@ -71,7 +71,7 @@ def concat(tensors, axis: int = 0) -> Tensor:
 
     def vjp(g):
         return tuple(xp().split(g, ends[:-1], axis=axis))
-    return Tensor._result(xp().concatenate([t.data for t in tensors], axis=axis),
+    return Tensor.from_op(xp().concatenate([t.data for t in tensors], axis=axis),
                           tensors, vjp, "concat")
 
 
@@ -111,7 +111,7 @@ def where(cond, a, b) -> Tensor:
     def vjp(g):
         return (unbroadcast(xp().where(cond, g, zero), a.shape),
                 unbroadcast(xp().where(cond, zero, g), b.shape))
-    return Tensor._result(xp().where(cond, a.data, b.data), (a, b), vjp, "where")
+    return Tensor.from_op(xp().where(cond, a.data, b.data), (a, b), vjp, "where")
 
 
 # y = mask ? value : x;  dx = mask ? 0 : g
