@@ -293,7 +293,7 @@ def evaluate(ckpt, data, batches, batch_size, as_json, backend, threads):
     from tinylm.checkpoint import load_model
     from tinylm.data import unigram_entropy
     from tinylm.resources import check_inference
-    from tinylm.run import load_corpus, load_saved_corpus, objective_parts, split_for_training
+    from tinylm.run import held_out_ids, objective_parts
     from tinylm.train import estimate_loss
 
     activate_backend(backend, threads)
@@ -301,14 +301,7 @@ def evaluate(ckpt, data, batches, batch_size, as_json, backend, threads):
     _, _, batch_maker = objective_parts(ck.train.get("objective", "clm"), tokenizer)
     check_inference(model.config, batch_size, backends.current())
     block = model.config.block_size
-    if data is None:
-        corpus = load_saved_corpus(ck)
-        val_fraction = (ck.train.get("data") or {}).get("val_fraction", 0.1)
-        _, ids = split_for_training(tokenizer.encode(corpus.text), val_fraction, block)
-        source = f"validation split of {corpus.source}"
-    else:
-        corpus = load_corpus(data)
-        ids, source = tokenizer.encode(corpus.text), corpus.source
+    ids, source = held_out_ids(ck, tokenizer, data)
     loss = estimate_loss(model, ids, block, batch_size, batches, seed=0, batches=batch_maker)
     unit = tokenizer.unit  # "char" or "token": what the loss is per
     result = {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2),

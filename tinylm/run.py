@@ -94,6 +94,19 @@ def split_for_training(ids: np.ndarray, val_fraction: float, block_size: int):
     return train_ids, val_ids
 
 
+def held_out_ids(ckpt: Checkpoint, tokenizer, data: str | None) -> tuple[np.ndarray, str]:
+    """(token ids, description) to evaluate a checkpoint on: the text at ``data``, or the
+    run's own validation split (``tinylm eval``, ``tinylm inspect ablate``)."""
+    if data is not None:
+        corpus = load_corpus(data)
+        return np.asarray(tokenizer.encode(corpus.text)), corpus.source
+    corpus = load_saved_corpus(ckpt)
+    val_fraction = (ckpt.train.get("data") or {}).get("val_fraction", 0.1)
+    _, ids = split_for_training(np.asarray(tokenizer.encode(corpus.text)), val_fraction,
+                                ckpt.model_config["block_size"])
+    return ids, f"validation split of {corpus.source}"
+
+
 OBJECTIVES = ("clm", "mlm")  # next-token prediction (GPT); masked-LM pre-training (Encoder)
 # The language models next-token prediction trains (`tinylm train --model`), by checkpoint type.
 ARCHITECTURES = {"gpt": (GPTConfig, GPT), "lstm": (LSTMConfig, LSTM)}

@@ -143,11 +143,12 @@ def inspect_ablate(ckpt, data, mode, batches, batch_size, seed, out, backend, th
     """
     from tinylm.checkpoint import load_model
     from tinylm.lab import heads, plots
+    from tinylm.run import held_out_ids
 
     activate_backend(backend, threads)
     model, tokenizer, ck = load_model(ckpt)
     heads.require_gpt(model, ck.path)
-    ids, source = heads.held_out_ids(ck, tokenizer, data)
+    ids, source = held_out_ids(ck, tokenizer, data)
     echo_err(f"data: {source}; {mode}-ablating {len(model.blocks)} x "
               f"{model.blocks[0].attn.n_head} heads")
     results = heads.inspect_ablation(model, ids, batch_size, batches, mode, seed,

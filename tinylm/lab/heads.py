@@ -129,18 +129,3 @@ def inspect_ablation(model: Module, ids: np.ndarray, batch_size: int, n_batches:
             "most_needed": {"layer": int(layer) + 1, "head": int(head) + 1,
                             "delta": float(delta[layer, head])},
             "tokens": n_batches * batch_size * model.config.block_size}
-
-
-def held_out_ids(ckpt, tokenizer, data: str | None) -> tuple[np.ndarray, str]:
-    """(token ids, description): the text at ``data``, or the run's own validation split
-    (as 'tinylm eval' chooses)."""
-    from tinylm.run import load_corpus, load_saved_corpus, split_for_training
-
-    if data is not None:
-        corpus = load_corpus(data)
-        return np.asarray(tokenizer.encode(corpus.text)), corpus.source
-    corpus = load_saved_corpus(ckpt)
-    val_fraction = (ckpt.train.get("data") or {}).get("val_fraction", 0.1)
-    _, ids = split_for_training(np.asarray(tokenizer.encode(corpus.text)), val_fraction,
-                                ckpt.model_config["block_size"])
-    return ids, f"validation split of {corpus.source}"
