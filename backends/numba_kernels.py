@@ -22,6 +22,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .numba_attention import NumbaAttentionKernels
 from .numba_math import exp, row_dot, row_sum
 from .numba_lstm import NumbaLSTMKernels
 from .numpy_backend import NumpyKernels
@@ -136,68 +137,6 @@ def gelu_backward(dy, x, dx):
         dx[i] = dy[i] * (s + f(2.0) * xi * s * (one - s) * du)
 
 
-# -- causal self-attention ---------------------------------------------------------
-# S = q k^T * scale + mask;  P = softmax over keys;  y = P v
-# The products are BLAS calls; the kernels below fuse everything between them.
-# They work on the transpose S^T[s, t] (keys x queries), which BLAS produces
-# as cheaply as S: a softmax over keys s is then a running max and sum over
-# rows, each an elementwise update of all queries t that see key s at once,
-# which vectorises (a sum along a row would be a chain of dependent adds).
-# Query t sits at position t + Tk - Tq, so key s is seen by queries t >= s - (Tk - Tq).
-@njit(**_JIT)
-def attention_softmax_forward(ST, scale):
-    """ST (B, H, Tk, Tq) = k q^T, in place -> P^T: P^T[s, t] = softmax_s(S[t, :] * scale)[s]
-    for the keys s that query t sees, else 0."""
-    B, H, Tk, Tq = ST.shape
-    f = ST.dtype.type
-    for bh in prange(B * H):  # each (b, h) owns ST[b, h]
-        b, h = bh // H, bh % H
-        smax = np.full(Tq, -np.inf, dtype=ST.dtype)
-        total = np.zeros(Tq, dtype=ST.dtype)
-        for s in range(Tk):
-            lo = max(0, s - (Tk - Tq))                                    # first query that sees key s
-            row, m = ST[b, h, s, lo:], smax[lo:]
-            ST[b, h, s, :lo] = 0.0                                        # the causal mask
-            for i in range(Tq - lo):
-                row[i] *= scale
-                m[i] = row[i] if row[i] > m[i] else m[i]
-        for s in range(Tk):
-            lo = max(0, s - (Tk - Tq))
-            row, m, tot = ST[b, h, s, lo:], smax[lo:], total[lo:]
-            for i in range(Tq - lo):
-                row[i] = exp(row[i] - m[i])
-                tot[i] += row[i]
-        for t in range(Tq):
-            total[t] = f(1.0) / total[t]
-        for s in range(Tk):
-            lo = max(0, s - (Tk - Tq))
-            row, inv = ST[b, h, s, lo:], total[lo:]
-            for i in range(Tq - lo):
-                row[i] *= inv[i]
-
-
-# dS = P ⊙ (dP - rowsum(dP ⊙ P)) * scale, computed on the transposes
-@njit(**_JIT)
-def attention_softmax_backward(dPT, PT, scale):
-    """dPT = v dy^T (B, H, Tk, Tq), in place -> dS^T."""
-    B, H, Tk, Tq = PT.shape
-    for bh in prange(B * H):  # each (b, h) owns dPT[b, h]
-        b, h = bh // H, bh % H
-        rowsum = np.zeros(Tq, dtype=PT.dtype)
-        for s in range(Tk):
-            lo = max(0, s - (Tk - Tq))
-            dp, p, acc = dPT[b, h, s, lo:], PT[b, h, s, lo:], rowsum[lo:]
-            for i in range(Tq - lo):
-                acc[i] += dp[i] * p[i]
-        for s in range(Tk):
-            lo = max(0, s - (Tk - Tq))
-            dp, p, acc = dPT[b, h, s, lo:], PT[b, h, s, lo:], rowsum[lo:]
-            dPT[b, h, s, :lo] = 0.0
-            for i in range(Tq - lo):
-                # term 1: P dP;  term 2: -P rowsum(dP P);  final scale
-                dp[i] = p[i] * (dp[i] - acc[i]) * scale
-
-
 # -- embedding ------------------------------------------------------------------------
 # dW[v] = Σ_{n: idx[n] = v} dy[n]   (rows in order, as np.add.at)
 @njit(**_JIT)
@@ -264,7 +203,7 @@ def _rows(a, ncols: int):
     return np.ascontiguousarray(a).reshape(-1, ncols)
 
 
-class NumbaKernels(NumbaLSTMKernels, NumpyKernels):
+class NumbaKernels(NumbaAttentionKernels, NumbaLSTMKernels, NumpyKernels):
     """The reference kernels with the elementwise and row-wise work compiled by Numba.
 
     Scalars are cast to the arrays' dtype before a call, so float32 arrays get
@@ -332,23 +271,6 @@ class NumbaKernels(NumbaLSTMKernels, NumpyKernels):
         with _one_thread_if_small(x1.size):
             gelu_backward(dy1, x1, dx)
         return dx.reshape(x.shape)
-
-    # S^T = k q^T;  P^T = softmax (kernel);  y = (P^T)^T v
-    def attention_forward(self, q, k, v, scale):
-        """q (B, H, T, D), k, v (B, H, Tk, D) -> (y (B, H, T, D), P^T (B, H, Tk, T))."""
-        B, H, T, D = q.shape
-        PT = k @ q.swapaxes(-1, -2)                                       # (B, H, Tk, T), keys x queries
-        attention_softmax_forward(PT, PT.dtype.type(scale))
-        # y laid out (B, T, H, D) in memory: merging the heads afterwards is then free
-        y = np.empty((B, T, H, D), dtype=np.result_type(PT, v)).transpose(0, 2, 1, 3)
-        return np.matmul(PT.swapaxes(-1, -2), v, out=y), PT
-
-    # dv = P^T dy;  dP^T = v dy^T;  dS^T (kernel);  dq = (dS^T)^T k;  dk = dS^T q
-    def attention_backward(self, dy, q, k, v, PT, scale):
-        dv = PT @ dy
-        dST = v @ dy.swapaxes(-1, -2)                                     # (B, H, Tk, T)
-        attention_softmax_backward(dST, PT, PT.dtype.type(scale))
-        return dST.swapaxes(-1, -2) @ k, dST @ q, dv
 
     def embedding_backward(self, dy, idx, vocab_size):
         dy2 = _rows(dy, dy.shape[-1])                                      # (N, C)
