@@ -29,9 +29,9 @@ import numba
 import numpy as np
 from numba import njit
 
-from .numba_math import exp
+from .numba_math import FLAGS, exp
 
-_SERIAL_JIT = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
+_SERIAL_JIT = dict(nogil=True, **FLAGS)
 # Below this many multiply-adds per product (B H Tq Tk D) a part is not worth a thread
 # hand-off (tens of microseconds): generation's one new query, say.
 SPLIT_MIN = 1 << 20

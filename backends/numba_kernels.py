@@ -23,14 +23,12 @@ import numpy as np
 from numba import njit, prange
 
 from .numba_attention import NumbaAttentionKernels
-from .numba_math import exp, row_dot, row_sum
+from .numba_math import FLAGS, exp, row_dot, row_sum
 from .numba_lstm import NumbaLSTMKernels
 from .numpy_backend import NumpyKernels
 
-# error_model="numpy": x / 0 is inf or nan, as in NumPy, instead of a Python
-# ZeroDivisionError check on every division (which also blocks vectorisation).
-_JIT = dict(parallel=True, cache=True, fastmath=False, error_model="numpy")
-_SERIAL_JIT = dict(cache=True, fastmath=False, error_model="numpy")
+_JIT = dict(parallel=True, **FLAGS)
+_SERIAL_JIT = FLAGS
 # Reductions over rows are split into this many chunks whatever the thread
 # count, so that results do not depend on how many threads ran them.
 _N_CHUNKS = 16

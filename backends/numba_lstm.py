@@ -15,7 +15,9 @@ import math
 import numpy as np
 from numba import njit, prange
 
-_JIT = dict(parallel=True, cache=True, fastmath=False, error_model="numpy")
+from .numba_math import FLAGS
+
+_JIT = dict(parallel=True, **FLAGS)
 
 
 # i, f, o = σ(a_i), σ(a_f), σ(a_o);  g = tanh(a_g);  c = f c_prev + i g;  h = o tanh(c)
