@@ -13,8 +13,7 @@ from tinylm import ConfigError, Tensor, kvcache
 from tinylm.checkpoint import Checkpoint, build_model, load_model
 from tinylm.cli import cli
 from tinylm.models import GPT, EncoderConfig, GPTConfig
-from tinylm.nn import RMSNorm, Rotary
-from tinylm.ops.llama import rms_norm, rotary_qk, rotary_tables
+from tinylm.models.llama import RMSNorm, Rotary, rms_norm, rotary_qk, rotary_tables
 from tinylm.testing import (check_backend_parity, check_batch_independent, check_causal,
                             check_gradients, check_module, check_permutation_equivariant)
 from tinylm.testing import strategies as tst

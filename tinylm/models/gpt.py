@@ -17,8 +17,9 @@ import numpy as np
 
 from tinylm import backends, ops
 from tinylm.errors import ConfigError, from_known_fields, require_positive_ints
+from tinylm.models.llama import RMSNorm, Rotary
 from tinylm.models.sizes import count_parameters
-from tinylm.nn import Dropout, Embedding, LayerNorm, Linear, Module, RMSNorm, Rotary
+from tinylm.nn import Dropout, Embedding, LayerNorm, Linear, Module
 from tinylm.tensor import Tensor
 
 NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}   # GPT-2's; LLaMA's (no mean, no bias)
