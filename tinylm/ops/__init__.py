@@ -5,7 +5,6 @@
 - ``shape``: reshape, transpose, getitem, embedding, concat, split, where, masked_fill
 - ``layers``: layer_norm, gelu, relu, dropout, cross_entropy, causal_attention,
   causal_self_attention
-- ``recurrent``: lstm (the recurrence, forward and backward through time)
 
 This module also gives Tensor its operators (``a + b``, ``a @ b``, ``x[i]``, ...).
 """
@@ -15,7 +14,6 @@ from tinylm.tensor import Tensor
 from .arith import add, div, exp, linear, log, matmul, mul, neg, pow, sub, tanh
 from .layers import (causal_attention, causal_self_attention, cross_entropy, dropout, gelu,
                      layer_norm, relu)
-from .recurrent import lstm
 from .reduce import log_softmax, max, mean, softmax, sum
 from .shape import (concat, embedding, getitem, masked_fill, reshape, split, swapaxes,
                     transpose, where)
@@ -55,5 +53,5 @@ __all__ = [
     "reshape", "transpose", "swapaxes", "getitem", "embedding", "concat", "split",
     "where", "masked_fill",
     "layer_norm", "gelu", "relu", "dropout", "cross_entropy", "causal_attention",
-    "causal_self_attention", "lstm",
+    "causal_self_attention",
 ]
