@@ -30,7 +30,7 @@ from tinylm import backends, jsonsafe
 from tinylm.checkpoint_schema import check_finite, check_metadata
 from tinylm.errors import CheckpointError, ConfigError
 from tinylm.fileio import remove_stale_temporaries
-from tinylm.resources import count_parameters
+from tinylm.models.sizes import gpt_parameters
 from tinylm.safetensors import read_file, read_header, save_file
 
 FORMAT = "tinylm-checkpoint"
@@ -195,8 +195,7 @@ def build_model(ckpt: Checkpoint):
     # Compare sizes before allocating: a config that does not match its weights
     # could otherwise ask for any amount of memory.
     counter = getattr(config, "count_parameters", None)  # a model not laid out as GPT counts its own
-    expected = counter() if counter else count_parameters(config.vocab_size, config.block_size,
-                                                          config.n_layer, config.n_embd, config.bias)
+    expected = counter() if counter else gpt_parameters(config)
     held = sum(int(w.size) for w in ckpt.weights.values())
     if held != expected:
         raise CheckpointError(f"{ckpt.path}: the model config describes {expected:,} parameters "

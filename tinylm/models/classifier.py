@@ -30,7 +30,7 @@ from tinylm.tensor import Tensor
 
 from .encoder import Encoder, EncoderConfig
 from .gpt import GPT, GPTConfig
-from .sizes import count_parameters
+from .sizes import gpt_parameters
 
 PAD = -1  # padding in classifier batches; never a token id
 
@@ -99,7 +99,7 @@ class ClassifierConfig:
         """The backbone's parameters plus the head's C K + K (checked against a checkpoint)."""
         c = self.backbone_config()
         head = c.n_embd * self.n_classes + self.n_classes
-        return c.count_parameters() + head
+        return gpt_parameters(c) + head
 
     @property
     def block_size(self) -> int:

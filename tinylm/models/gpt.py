@@ -18,7 +18,6 @@ import numpy as np
 from tinylm import backends, ops
 from tinylm.errors import ConfigError, from_known_fields, require_positive_ints
 from tinylm.models.llama import RMSNorm, Rotary
-from tinylm.models.sizes import count_parameters
 from tinylm.nn import Dropout, Embedding, LayerNorm, Linear, Module
 from tinylm.tensor import Tensor
 
@@ -60,12 +59,6 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
         return from_known_fields(cls, d, "GPT")  # a checkpoint older than a field gets its default
-
-    def count_parameters(self) -> int:
-        """Exactly ``GPT(cfg).num_parameters()``: no position table with rope, no norm biases with rmsnorm."""
-        n = count_parameters(self.vocab_size, self.block_size, self.n_layer, self.n_embd, self.bias)
-        n -= self.block_size * self.n_embd if self.pos_encoding == "rope" else 0
-        return n - ((2 * self.n_layer + 1) * self.n_embd if self.norm == "rmsnorm" else 0)
 
 
 class CausalSelfAttention(Module):
