@@ -208,6 +208,34 @@ def build_model(ckpt: Checkpoint):
     return model
 
 
+# The optimizer's part: the moments of parameter i as optim/m.<i> and optim/v.<i>, the step
+# in the training state (train["optimizer"]); restored into a fresh AdamW over the same model.
+def optimizer_state(opt) -> tuple[dict[str, np.ndarray], dict]:
+    """An AdamW's (first and second moments as host arrays by parameter index, JSON-able scalars)."""
+    to_host = backends.current().to_host
+    arrays = {}
+    for i, (m, v) in enumerate(zip(opt.m, opt.v)):
+        arrays[f"m.{i}"] = np.array(to_host(m))
+        arrays[f"v.{i}"] = np.array(to_host(v))
+    return arrays, {"step": opt.step_count, "lr": opt.lr}
+
+
+def restore_optimizer(opt, arrays: dict, scalars: dict) -> None:
+    """Put saved moments and step (``optimizer_state``'s) into ``opt``; names and shapes must match."""
+    backend = backends.current()
+    for i, p in enumerate(opt.params):
+        for name, store in (("m", opt.m), ("v", opt.v)):
+            key = f"{name}.{i}"
+            if key not in arrays or tuple(arrays[key].shape) != p.shape:
+                raise CheckpointError(f"optimizer state {key} is missing or does not "
+                                      f"match parameter shape {p.shape}")
+            store[i] = backend.from_host(arrays[key], dtype=p.dtype)
+    step = scalars.get("step") if isinstance(scalars, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"optimizer step must be a non-negative integer, got {step!r:.40}")
+    opt.step_count = step
+
+
 def load_model(location):
     """(model, tokenizer, checkpoint) from a run directory, ready for sampling or evaluation."""
     from tinylm.tokenizers import tokenizer_from_dict

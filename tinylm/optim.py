@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from tinylm import backends
-from tinylm.errors import CheckpointError, ConfigError
+from tinylm.errors import ConfigError
 from tinylm.nn import Module, Parameter
 
 
@@ -22,7 +20,8 @@ class AdamW:
 
     ``params`` is a model (decay by :func:`decay_groups`) or a list of parameters
     (all decayed). The update itself is the backend's ``adamw_update_many`` kernel:
-    ``adamw_update`` on every parameter, in one launch on a GPU.
+    ``adamw_update`` on every parameter, in one launch on a GPU. A checkpoint saves
+    and restores ``m``, ``v`` and ``step_count`` (tinylm/checkpoint.py).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -59,29 +58,6 @@ class AdamW:
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
-
-    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
-        """(arrays: first and second moments by index, JSON-able scalars)."""
-        to_host = backends.current().to_host
-        arrays = {}
-        for i, (m, v) in enumerate(zip(self.m, self.v)):
-            arrays[f"m.{i}"] = np.array(to_host(m))
-            arrays[f"v.{i}"] = np.array(to_host(v))
-        return arrays, {"step": self.step_count, "lr": self.lr}
-
-    def load_state_dict(self, arrays: dict, scalars: dict) -> None:
-        backend = backends.current()
-        for i, p in enumerate(self.params):
-            for name, store in (("m", self.m), ("v", self.v)):
-                key = f"{name}.{i}"
-                if key not in arrays or tuple(arrays[key].shape) != p.shape:
-                    raise CheckpointError(f"optimizer state {key} is missing or does not "
-                                          f"match parameter shape {p.shape}")
-                store[i] = backend.from_host(arrays[key], dtype=p.dtype)
-        step = scalars.get("step") if isinstance(scalars, dict) else None
-        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-            raise CheckpointError(f"optimizer step must be a non-negative integer, got {step!r:.40}")
-        self.step_count = step
 
 
 def cosine_lr(step: int, lr: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:
