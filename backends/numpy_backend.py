@@ -184,21 +184,19 @@ class NumpyKernels(LSTMKernels):
         return [g * scale for g in grads], norm
 
 
-class NumpyBackend(Backend):
-    """The reference backend: plain NumPy on the CPU."""
-
-    name = NAME
-
-    def describe(self) -> str:
-        return describe()
-
-
 def available() -> tuple[bool, str]:
     return True, ""
 
 
 def describe() -> str:
     return f"NumPy {np.__version__} on the CPU (the reference)"
+
+
+class NumpyBackend(Backend):
+    """The reference backend: plain NumPy on the CPU."""
+
+    name = NAME
+    describe = staticmethod(describe)  # the same before and after create(): nothing to start
 
 
 def create() -> Backend:
