@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from tinylm import backends, ops
-from tinylm.errors import ConfigError, from_known_fields, require_positive_ints
+from tinylm.errors import ConfigError, from_known_fields, require_choice, require_positive_ints
 from tinylm.models.llama import RMSNorm, Rotary
 from tinylm.nn import Dropout, Embedding, LayerNorm, Linear, Module
 from tinylm.tensor import Tensor
@@ -42,11 +42,8 @@ class GPTConfig:
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                               f"try n_embd {self.n_head * max(1, round(self.n_embd / self.n_head))}")
-        if self.norm not in NORMS:
-            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if self.pos_encoding not in POS_ENCODINGS:
-            raise ConfigError(f"pos_encoding must be one of {', '.join(POS_ENCODINGS)}, "
-                              f"got {self.pos_encoding!r}")
+        require_choice(self, "norm", NORMS)
+        require_choice(self, "pos_encoding", POS_ENCODINGS)
         if self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
             raise ConfigError(f"rope rotates pairs of channels: the head size n_embd / n_head = "
                               f"{self.n_embd // self.n_head} must be even")
