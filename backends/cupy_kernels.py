@@ -206,13 +206,13 @@ class CudaKernels(CupyKernels):
                                                                               weight_decay)))
 
     def adamw_update_many(self, params, grads, ms, vs, weight_decays, lr, beta1, beta2, eps, step):
-        """adamw_update on every (p, g, m, v, weight decay) at once: one launch when all are fused."""
+        """adamw_update on every (p, g, m, v, weight decay): one launch when all are fused, else
+        the reference's loop over them."""
         tensors = [a for group in (params, grads, ms, vs) for a in group]
         if not (params and self._fused("adamw.cu", *tensors)
                 and all(a.flags.c_contiguous for a in (*params, *ms, *vs))):
-            for p, g, m, v, wd in zip(params, grads, ms, vs, weight_decays, strict=True):
-                self.adamw_update(p, g, m, v, lr, beta1, beta2, eps, wd, step)
-            return
+            return super().adamw_update_many(params, grads, ms, vs, weight_decays, lr, beta1, beta2,
+                                             eps, step)
         xp = self.xp
         grads = [self._c(g) for g in grads]
         sizes = self._on_device(tuple(p.size for p in params), xp.int64)
@@ -228,10 +228,10 @@ class CudaKernels(CupyKernels):
         """(clipped gradients, norm): g_k * min(1, max_norm / (norm + 1e-6)), norm = sqrt(Σ_k |g_k|²).
 
         The norm stays on the device; the sum runs in a fixed order (the same bits every run).
-        None where the kernels do not apply (not float32): tinylm.optim.clip_grad_norm then runs its own.
+        The reference where the kernels do not apply (not float32).
         """
         if not (grads and self._fused("adamw.cu", *grads)):
-            return None
+            return super().clip_grad_norm_many(grads, max_norm)
         xp = self.xp
         grads = [self._c(g) for g in grads]
         sizes = self._on_device(tuple(g.size for g in grads), xp.int64)

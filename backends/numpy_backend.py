@@ -26,7 +26,7 @@ KERNELS = (
     "gelu_forward", "gelu_backward",
     "attention_forward", "attention_backward",
     "embedding_backward",
-    "adamw_update",
+    "adamw_update", "adamw_update_many", "clip_grad_norm_many",
     "lstm_forward", "lstm_backward",
 )
 
@@ -167,14 +167,21 @@ class NumpyKernels(LSTMKernels):
         denom += eps
         p -= (lr / bias1) * (m / denom)
 
+    # the same update of every (p, g, m, v, weight decay): a GPU does them all in one launch
+    def adamw_update_many(self, params, grads, ms, vs, weight_decays, lr, beta1, beta2, eps, step):
+        for p, g, m, v, wd in zip(params, grads, ms, vs, weight_decays, strict=True):
+            self.adamw_update(p, g, m, v, lr, beta1, beta2, eps, wd, step)
 
-class NumpyBackend(Backend):
-    """The reference backend: plain NumPy on the CPU."""
-
-    name = NAME
-
-    def describe(self) -> str:
-        return describe()
+    # -- gradient clipping (as torch's clip_grad_norm_) -----------------------
+    # norm = sqrt(Σ_k |g_k|²);  g_k ← g_k min(1, max_norm / (norm + 1e-6)), unclipped when max_norm ≤ 0
+    def clip_grad_norm_many(self, grads, max_norm):
+        """-> (clipped gradients, norm ()): new arrays, never scaled in place (a gradient may be shared)."""
+        xp = self.xp
+        norm = xp.sqrt(sum(xp.vdot(g, g) for g in grads))            # vdot: no g*g temporary
+        if max_norm <= 0:
+            return grads, norm
+        scale = xp.minimum(1.0, max_norm / (norm + 1e-6)).astype(grads[0].dtype)
+        return [g * scale for g in grads], norm
 
 
 def available() -> tuple[bool, str]:
@@ -183,6 +190,13 @@ def available() -> tuple[bool, str]:
 
 def describe() -> str:
     return f"NumPy {np.__version__} on the CPU (the reference)"
+
+
+class NumpyBackend(Backend):
+    """The reference backend: plain NumPy on the CPU."""
+
+    name = NAME
+    describe = staticmethod(describe)  # the same before and after create(): nothing to start
 
 
 def create() -> Backend:

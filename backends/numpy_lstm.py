@@ -2,8 +2,8 @@
 
 Mixed into :class:`numpy_backend.NumpyKernels` (which is the definition every
 backend must match); written against ``self.xp`` so they run on CuPy too. The
-input projection ``xw = x W_ih + b`` of every step is one matmul done by the op
-(tinylm/ops/recurrent.py) before the loop; only what depends on h_{t-1} is here.
+input projection ``xw = x W_ih + b`` of every step is one matmul done before the
+op (``lstm``, tinylm/models/lstm.py) runs the loop; only what depends on h_{t-1} is here.
 
 Gates in PyTorch's order [i | f | g | o], each H wide:
 

@@ -108,6 +108,25 @@ def adamw_update(k, put, s):
     return p, m, v
 
 
+def _tensors(s):
+    """The host values of three gradients (or parameters) of different shapes."""
+    return [s.normal(shape) * s.magnitude for shape in ((s.N, s.C), (s.C,), (s.V,))]
+
+
+def adamw_update_many(k, put, s):
+    ps, gs = [put(p) for p in _tensors(s)], _tensors(s)
+    ms, vs = ([put(np.zeros_like(g)) for g in gs] for _ in range(2))
+    for step in (1, 2, 3):
+        k.adamw_update_many(ps, [put(g * step) for g in gs], ms, vs, (0.1, 0.0, 0.1), 1e-2, 0.9, 0.99,
+                            1e-8, step)
+    return (*ps, *ms, *vs)
+
+
+def clip_grad_norm_many(k, put, s):
+    clipped, norm = k.clip_grad_norm_many([put(g) for g in _tensors(s)], 1.0)
+    return (*clipped, norm)
+
+
 def _lstm(k, put, s):
     hidden = s.D
     xw = put(s.normal((s.B, s.T, 4 * hidden)) * s.sharp)              # pre-activations up to ~ +-3
@@ -132,6 +151,7 @@ CASES = {
     "gelu_forward": gelu_forward, "gelu_backward": gelu_backward,
     "attention_forward": attention_forward, "attention_backward": attention_backward,
     "embedding_backward": embedding_backward, "adamw_update": adamw_update,
+    "adamw_update_many": adamw_update_many, "clip_grad_norm_many": clip_grad_norm_many,
     "lstm_forward": lstm_forward, "lstm_backward": lstm_backward,
 }
 

@@ -327,7 +327,7 @@ def test_float64_and_unfused_families_run_the_reference():
 
 
 def test_the_optimizer_and_clipping_use_the_multi_tensor_kernels(monkeypatch):
-    """tinylm.optim sends every tensor to one call when the backend's kernels offer it."""
+    """tinylm.optim sends every tensor to one call of the multi-tensor kernels (one launch each here)."""
     from tinylm import backends, optim
     from tinylm.models import GPT, GPTConfig
     from tinylm.tensor import Tensor

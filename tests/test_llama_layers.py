@@ -13,8 +13,8 @@ from tinylm import ConfigError, Tensor, kvcache
 from tinylm.checkpoint import Checkpoint, build_model, load_model
 from tinylm.cli import cli
 from tinylm.models import GPT, EncoderConfig, GPTConfig
-from tinylm.nn import RMSNorm, Rotary
-from tinylm.ops.llama import rms_norm, rotary_qk, rotary_tables
+from tinylm.models.llama import RMSNorm, Rotary, rms_norm, rotary_qk, rotary_tables
+from tinylm.models.sizes import gpt_parameters
 from tinylm.testing import (check_backend_parity, check_batch_independent, check_causal,
                             check_gradients, check_module, check_permutation_equivariant)
 from tinylm.testing import strategies as tst
@@ -108,7 +108,7 @@ def test_the_config_validates_the_choices():
 def test_a_gpt_with_each_choice_keeps_the_contract_and_its_cache(norm, pos):
     cfg = GPTConfig(**{**LLAMA, "norm": norm, "pos_encoding": pos})
     model = GPT(cfg, seed=1)
-    assert model.num_parameters() == cfg.count_parameters()
+    assert model.num_parameters() == gpt_parameters(cfg)
     assert (model.wpe is None) == (pos == "rope")
     idx = np.array([[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 0, 1]])
     check_module(lambda: GPT(cfg, seed=1), (idx,), output_shape=(2, 6, 11))

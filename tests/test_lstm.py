@@ -9,12 +9,12 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinylm import ConfigError, ops, set_default_dtype
+from tinylm import ConfigError, Tensor, set_default_dtype
 from tinylm.checkpoint import load_model
 from tinylm.cli import cli
 from tinylm.generate import RecomputeContext, generate
 from tinylm.models import LSTM, LSTMConfig
-from tinylm.models.lstm import LSTMLayer
+from tinylm.models.lstm import LSTMLayer, lstm
 from tinylm.resources import estimate_inference, estimate_training
 from tinylm.testing import check_gradients, check_module
 from tinylm.testing import strategies as tst
@@ -25,15 +25,29 @@ TINY = ["--n-layer", "1", "--n-embd", "16", "--block-size", "16", "--batch-size"
         "--max-iters", "6", "--eval-interval", "3", "--eval-iters", "2", "--warmup-iters", "1"]
 
 
-def lstm(xw, w_hh, h0, c0):
-    return ops.lstm(xw, w_hh, h0, c0)  # (h, c): the check projects both on random directions
+def _np_lstm(xw, w_hh, h, c):
+    """The LSTM recurrence step by step in plain NumPy: gates [i f g o], σ = 1 / (1 + e^-x)."""
+    sigma = lambda a: 1.0 / (1.0 + np.exp(-a))
+    H = h.shape[-1]
+    hs, cs = [], []
+    for t in range(xw.shape[1]):
+        a = xw[:, t] + h @ w_hh
+        i, f, g, o = sigma(a[:, :H]), sigma(a[:, H:2 * H]), np.tanh(a[:, 2 * H:3 * H]), sigma(a[:, 3 * H:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        hs.append(h)
+        cs.append(c)
+    return np.stack(hs, axis=1), np.stack(cs, axis=1)
 
 
 @given(st.integers(1, 3), st.integers(1, 6), st.integers(1, 3), st.data())
-def test_lstm_gradients_match_finite_differences(B, T, H, data):
+def test_lstm_is_the_recurrence_step_by_step(B, T, H, data):
     xw, = data.draw(tst.same_shape_arrays(1, (B, T, 4 * H), magnitude=3.0))
     h0, c0 = data.draw(tst.same_shape_arrays(2, (B, H), magnitude=2.0))
     w_hh = data.draw(tst.float_arrays((H, 4 * H), magnitude=1.0))
+    for got, want, name in zip(lstm(*map(Tensor, (xw, w_hh, h0, c0))), _np_lstm(xw, w_hh, h0, c0), "hc"):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12, err_msg=name)
+    # the gradients of (h, c): the check projects both on random directions
     check_gradients(lstm, xw, w_hh, h0, c0, names=("xw", "w_hh", "h0", "c0"))
 
 

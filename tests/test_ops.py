@@ -370,27 +370,3 @@ def test_causal_attention_ignores_the_future(x):
 @given(tst.float_arrays(st.tuples(st.integers(1, 3), st.integers(2, 6), st.just(6)), magnitude=2.0))
 def test_unmasked_attention_is_permutation_equivariant(x):
     check_permutation_equivariant(_qkv_attention(causal=False), x)
-
-
-# ---- recurrence ----------------------------------------------------------------------------------
-
-def _np_lstm(xw, w_hh, h, c):
-    """The LSTM recurrence step by step in plain NumPy: gates [i f g o], σ = 1 / (1 + e^-x)."""
-    sigma = lambda a: 1.0 / (1.0 + np.exp(-a))
-    H = h.shape[-1]
-    hs, cs = [], []
-    for t in range(xw.shape[1]):
-        a = xw[:, t] + h @ w_hh
-        i, f, g, o = sigma(a[:, :H]), sigma(a[:, H:2 * H]), np.tanh(a[:, 2 * H:3 * H]), sigma(a[:, 3 * H:])
-        c = f * c + i * g
-        h = o * np.tanh(c)
-        hs.append(h)
-        cs.append(c)
-    return np.stack(hs, axis=1), np.stack(cs, axis=1)
-
-
-@covers("lstm")
-@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 3), st.data())
-def test_lstm_is_the_recurrence_step_by_step(B, T, H, data):
-    check_op(ops.lstm, arrays(data, (B, T, 4 * H), magnitude=3.0), arrays(data, (H, 4 * H)),
-             arrays(data, (B, H)), arrays(data, (B, H)), reference=_np_lstm)

@@ -7,7 +7,7 @@ import pytest
 
 import tinylm
 from reliability import TINY_ARGS, invoke, same_arrays, write_corpus
-from tinylm.checkpoint import load_checkpoint
+from tinylm.checkpoint import load_checkpoint, optimizer_state
 from tinylm.run import new_run, resume_run
 from tinylm.train import TrainConfig
 
@@ -31,7 +31,7 @@ def _train(run, stop_at=None):
 
 def _everything(run) -> dict:
     """Every array and number the run's future depends on."""
-    opt_arrays, opt_scalars = run.state.optimizer.state_dict()
+    opt_arrays, opt_scalars = optimizer_state(run.state.optimizer)
     return {"weights": run.state.model.state_dict(), "moments": opt_arrays, "optim": opt_scalars,
             "sampler": run.state.sampler.state(), "step": run.state.step,
             "history": run.state.history, "dropout": tinylm.backends.current().rng_state()}

@@ -63,17 +63,6 @@ def torch_causal_self_attention(qkv, n_head=2):
     return torch_causal_attention(q, k, v).transpose(1, 2).reshape(B, T, C3 // 3)
 
 
-def torch_lstm(xw, w_hh, h, c):
-    """torch.lstm_cell step by step, its W_ih the identity: the input is already x W_ih + b."""
-    eye = torch.eye(xw.shape[-1], dtype=xw.dtype)
-    hs, cs = [], []
-    for t in range(xw.shape[1]):
-        h, c = torch.lstm_cell(xw[:, t], (h, c), eye, w_hh.T)
-        hs.append(h)
-        cs.append(c)
-    return torch.stack(hs, 1), torch.stack(cs, 1)
-
-
 CASES = {
     "add": (ops.add, torch.add, (B, ROW)),
     "sub": (ops.sub, torch.sub, (ROW, B)),
@@ -116,7 +105,6 @@ CASES = {
                          (randn(2, 2, 5, 3), randn(2, 2, 5, 3), randn(2, 2, 5, 3))),
     "causal_self_attention": (lambda qkv: ops.causal_self_attention(qkv, 2),
                               torch_causal_self_attention, (randn(2, 5, 18),)),
-    "lstm": (ops.lstm, torch_lstm, (randn(2, 4, 12), randn(3, 12), randn(2, 3), randn(2, 3))),
 }
 
 

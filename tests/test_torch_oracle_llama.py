@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tinylm import Tensor
-from tinylm.ops.llama import rms_norm
+from tinylm.models.llama import rms_norm
 
 torch = pytest.importorskip("torch")
 

@@ -30,7 +30,7 @@ from tinylm import backends, jsonsafe
 from tinylm.checkpoint_schema import check_finite, check_metadata
 from tinylm.errors import CheckpointError, ConfigError
 from tinylm.fileio import remove_stale_temporaries
-from tinylm.resources import count_parameters
+from tinylm.models.sizes import gpt_parameters
 from tinylm.safetensors import read_file, read_header, save_file
 
 FORMAT = "tinylm-checkpoint"
@@ -195,8 +195,7 @@ def build_model(ckpt: Checkpoint):
     # Compare sizes before allocating: a config that does not match its weights
     # could otherwise ask for any amount of memory.
     counter = getattr(config, "count_parameters", None)  # a model not laid out as GPT counts its own
-    expected = counter() if counter else count_parameters(config.vocab_size, config.block_size,
-                                                          config.n_layer, config.n_embd, config.bias)
+    expected = counter() if counter else gpt_parameters(config)
     held = sum(int(w.size) for w in ckpt.weights.values())
     if held != expected:
         raise CheckpointError(f"{ckpt.path}: the model config describes {expected:,} parameters "
@@ -207,6 +206,34 @@ def build_model(ckpt: Checkpoint):
     except CheckpointError as exc:
         raise CheckpointError(f"{ckpt.path}: {exc}") from None
     return model
+
+
+# The optimizer's part: the moments of parameter i as optim/m.<i> and optim/v.<i>, the step
+# in the training state (train["optimizer"]); restored into a fresh AdamW over the same model.
+def optimizer_state(opt) -> tuple[dict[str, np.ndarray], dict]:
+    """An AdamW's (first and second moments as host arrays by parameter index, JSON-able scalars)."""
+    to_host = backends.current().to_host
+    arrays = {}
+    for i, (m, v) in enumerate(zip(opt.m, opt.v)):
+        arrays[f"m.{i}"] = np.array(to_host(m))
+        arrays[f"v.{i}"] = np.array(to_host(v))
+    return arrays, {"step": opt.step_count, "lr": opt.lr}
+
+
+def restore_optimizer(opt, arrays: dict, scalars: dict) -> None:
+    """Put saved moments and step (``optimizer_state``'s) into ``opt``; names and shapes must match."""
+    backend = backends.current()
+    for i, p in enumerate(opt.params):
+        for name, store in (("m", opt.m), ("v", opt.v)):
+            key = f"{name}.{i}"
+            if key not in arrays or tuple(arrays[key].shape) != p.shape:
+                raise CheckpointError(f"optimizer state {key} is missing or does not "
+                                      f"match parameter shape {p.shape}")
+            store[i] = backend.from_host(arrays[key], dtype=p.dtype)
+    step = scalars.get("step") if isinstance(scalars, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"optimizer step must be a non-negative integer, got {step!r:.40}")
+    opt.step_count = step
 
 
 def load_model(location):

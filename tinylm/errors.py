@@ -53,6 +53,13 @@ def require_positive_ints(config, names) -> None:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
+def require_choice(config, name: str, choices) -> None:
+    """ConfigError unless field ``name`` of ``config`` is one of ``choices`` (a tuple, or a dict's keys)."""
+    value = getattr(config, name)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
 def from_known_fields(cls, d: dict, what: str):
     """``cls(**d)`` for a config dataclass, with ConfigError naming any field it does not have."""
     known = {f.name for f in fields(cls)}

@@ -14,9 +14,8 @@ from __future__ import annotations
 import math
 
 from tinylm import backends
-from tinylm.nn import RMSNorm
+from tinylm.models.llama import RMSNorm, rms_norm_forward, rotate
 from tinylm.ops.layers import split_heads
-from tinylm.ops.llama import rms_norm_forward, rotate
 from tinylm.tensor import Tensor
 
 

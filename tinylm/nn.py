@@ -17,7 +17,6 @@ from typing import Iterator
 import numpy as np
 
 from tinylm import backends, ops
-from tinylm.ops.llama import rms_norm, rotary_qk, rotary_tables
 from tinylm.errors import CheckpointError
 from tinylm.tensor import Tensor, get_default_dtype
 
@@ -194,35 +193,6 @@ class LayerNorm(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return ops.layer_norm(x, self.weight, self.bias, self.eps)
-
-
-class RMSNorm(Module):
-    """Scale each row of the last axis to unit root mean square, then by a learned gain (no shift)."""
-
-    def __init__(self, dim: int, eps: float = 1e-5):
-        self.weight = _ones((dim,))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        return rms_norm(x, self.weight, self.eps)
-
-
-class Rotary(Module):
-    """Rotary position embedding: q and k of every head turned by an angle per position.
-
-    No parameters: the cos/sin tables are Buffers rebuilt from the sizes
-    (persistent=False, so checkpoints do not store them).
-    """
-
-    def __init__(self, head_dim: int, block_size: int, base: float = 10000.0):
-        cos, sin = rotary_tables(block_size, head_dim, base)              # (block_size, D/2)
-        backend = backends.current()
-        self.cos = Buffer(backend.from_host(cos), persistent=False)
-        self.sin = Buffer(backend.from_host(sin), persistent=False)
-
-    def forward(self, qkv: Tensor, n_head: int) -> Tensor:
-        """qkv (B, T, 3C) = [q | k | v] -> the same, q and k rotated by position 0..T-1."""
-        return rotary_qk(qkv, n_head, self.cos.data, self.sin.data)
 
 
 class Dropout(Module):

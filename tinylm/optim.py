@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from tinylm import backends
-from tinylm.errors import CheckpointError, ConfigError
+from tinylm.errors import ConfigError
 from tinylm.nn import Module, Parameter
 
 
@@ -21,7 +19,9 @@ class AdamW:
     """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW.
 
     ``params`` is a model (decay by :func:`decay_groups`) or a list of parameters
-    (all decayed). The update itself is the backend's ``adamw_update`` kernel.
+    (all decayed). The update itself is the backend's ``adamw_update_many`` kernel:
+    ``adamw_update`` on every parameter, in one launch on a GPU. A checkpoint saves
+    and restores ``m``, ``v`` and ``step_count`` (tinylm/checkpoint.py).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -36,8 +36,8 @@ class AdamW:
             decay, no_decay = decay_groups(params)
         else:
             decay, no_decay = list(params), []
-        self.groups = [(decay, weight_decay), (no_decay, 0.0)]
         self.params = decay + no_decay
+        self.weight_decays = [weight_decay] * len(decay) + [0.0] * len(no_decay)
         self.lr, self.betas, self.eps = lr, tuple(betas), eps
         xp = backends.current().xp
         self.m = [xp.zeros_like(p.data) for p in self.params]
@@ -48,48 +48,16 @@ class AdamW:
         """One update of every parameter that has a gradient, at ``lr`` (default self.lr)."""
         lr = self.lr if lr is None else lr
         self.step_count += 1
-        live, i = [], 0
-        for group, wd in self.groups:
-            for p in group:
-                if p.grad is not None:
-                    live.append((p, self.m[i], self.v[i], wd))
-                i += 1
-        kernels = backends.current().kernels
-        if live and hasattr(kernels, "adamw_update_many"):  # cupy: every tensor in one launch
-            ps, ms, vs, wds = zip(*live)
-            kernels.adamw_update_many([p.data for p in ps], [p.grad for p in ps], ms, vs, wds, lr,
-                                      self.betas[0], self.betas[1], self.eps, self.step_count)
-            return
-        for p, m, v, wd in live:
-            kernels.adamw_update(p.data, p.grad, m, v, lr, self.betas[0], self.betas[1], self.eps,
-                                 wd, self.step_count)
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]  # the rest keep their moments
+        params = [self.params[i] for i in live]
+        backends.current().kernels.adamw_update_many(
+            [p.data for p in params], [p.grad for p in params], [self.m[i] for i in live],
+            [self.v[i] for i in live], [self.weight_decays[i] for i in live], lr,
+            self.betas[0], self.betas[1], self.eps, self.step_count)
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
-
-    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
-        """(arrays: first and second moments by index, JSON-able scalars)."""
-        to_host = backends.current().to_host
-        arrays = {}
-        for i, (m, v) in enumerate(zip(self.m, self.v)):
-            arrays[f"m.{i}"] = np.array(to_host(m))
-            arrays[f"v.{i}"] = np.array(to_host(v))
-        return arrays, {"step": self.step_count, "lr": self.lr}
-
-    def load_state_dict(self, arrays: dict, scalars: dict) -> None:
-        backend = backends.current()
-        for i, p in enumerate(self.params):
-            for name, store in (("m", self.m), ("v", self.v)):
-                key = f"{name}.{i}"
-                if key not in arrays or tuple(arrays[key].shape) != p.shape:
-                    raise CheckpointError(f"optimizer state {key} is missing or does not "
-                                          f"match parameter shape {p.shape}")
-                store[i] = backend.from_host(arrays[key], dtype=p.dtype)
-        step = scalars.get("step") if isinstance(scalars, dict) else None
-        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-            raise CheckpointError(f"optimizer step must be a non-negative integer, got {step!r:.40}")
-        self.step_count = step
 
 
 def cosine_lr(step: int, lr: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:
@@ -106,21 +74,13 @@ def clip_grad_norm(params, max_norm: float):
     """Scale all gradients so their global L2 norm is at most ``max_norm``; return the norm before.
 
     norm = sqrt(Σ_p Σ g_p^2);  g_p *= min(1, max_norm / (norm + 1e-6))   (as torch's clip_grad_norm_)
-    The norm stays a backend scalar: reading it would stall a GPU every step.
+    The backend's ``clip_grad_norm_many`` kernel; the norm stays a backend scalar:
+    reading it would stall a GPU every step.
     """
-    xp = backends.current().xp
     params = [p for p in params if p.grad is not None]
     if not params:
-        return xp.zeros(())
-    fused = getattr(backends.current().kernels, "clip_grad_norm_many", None)   # cupy: 3 launches in all
-    clipped = fused([p.grad for p in params], max_norm) if fused else None
-    if clipped is not None:
-        for p, g in zip(params, clipped[0]):
-            p.grad = g
-        return clipped[1]
-    total = xp.sqrt(sum(xp.vdot(p.grad, p.grad) for p in params))      # vdot: no g*g temporary
-    if max_norm > 0:
-        scale = xp.minimum(1.0, max_norm / (total + 1e-6)).astype(params[0].grad.dtype)
-        for p in params:
-            p.grad = p.grad * scale  # not in place: a gradient array may be shared
-    return total
+        return backends.current().xp.zeros(())
+    clipped, norm = backends.current().kernels.clip_grad_norm_many([p.grad for p in params], max_norm)
+    for p, g in zip(params, clipped):
+        p.grad = g  # the kernel scales into new arrays: a gradient array may be shared
+    return norm

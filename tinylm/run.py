@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 
 from tinylm import backends
-from tinylm.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
+from tinylm.checkpoint import (Checkpoint, build_model, load_checkpoint, optimizer_state, restore_optimizer,
+                               save_checkpoint)
 from tinylm.data import BatchSampler, Corpus, default_corpus, load_text, split_ids, unigram_entropy
 from tinylm.distributed import Communicator
 from tinylm.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
@@ -149,7 +150,7 @@ class Run:
     objective: str = "clm"
 
     def checkpoint(self) -> Checkpoint:
-        opt_arrays, opt_scalars = self.state.optimizer.state_dict()
+        opt_arrays, opt_scalars = optimizer_state(self.state.optimizer)
         train = {
             "config": self.train_config.to_dict(),
             "step": self.state.step,
@@ -303,7 +304,7 @@ def _restore(state: TrainState, ckpt: Checkpoint, step: int) -> None:
     """Put the saved optimizer, sampler, dropout generator and history into a fresh state."""
     saved = ckpt.train
     try:
-        state.optimizer.load_state_dict(ckpt.optimizer, saved["optimizer"])
+        restore_optimizer(state.optimizer, ckpt.optimizer, saved["optimizer"])
         state.sampler.set_state(saved["sampler"])
         backends.current().set_rng_state(saved["dropout_rng"])
         state.history = [tuple(h) for h in saved.get("history", [])]

@@ -11,7 +11,6 @@ Its operators (``a + b``, ``a @ b``, ``x[i]``) are those primitives, installed b
 
 from __future__ import annotations
 
-import functools
 from contextlib import contextmanager
 
 from tinylm import backends
@@ -32,23 +31,15 @@ def set_default_dtype(dtype: str) -> None:
     _default_dtype = dtype
 
 
-class no_grad:
-    """Context manager (and decorator) in which no graph is recorded."""
-
-    def __enter__(self):
-        global _grad_enabled
-        self._previous, _grad_enabled = _grad_enabled, False
-
-    def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self._previous
-
-    def __call__(self, fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with no_grad():
-                return fn(*args, **kwargs)
-        return wrapper
+@contextmanager
+def no_grad():
+    """Context manager (and, as ``@no_grad()``, decorator) in which no graph is recorded."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
 
 
 def xp():

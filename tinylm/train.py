@@ -27,11 +27,6 @@ from tinylm.optim import AdamW, clip_grad_norm
 from tinylm.tensor import no_grad
 
 
-def make_optimizer(model: Module, cfg: TrainConfig) -> AdamW:
-    return AdamW(model, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
-                 weight_decay=cfg.weight_decay)
-
-
 @no_grad()
 def estimate_loss(model: Module, ids: np.ndarray, block_size: int, batch_size: int,
                   iters: int, seed: int = 0, batches: Callable = BatchSampler) -> float:
@@ -66,7 +61,8 @@ def new_state(model: Module, train_ids: np.ndarray, cfg: TrainConfig,
               batches: Callable = BatchSampler) -> TrainState:
     backends.current().seed(cfg.seed)
     sampler = batches(train_ids, model.config.block_size, cfg.batch_size, cfg.seed)
-    return TrainState(model, make_optimizer(model, cfg), sampler, batches=batches)
+    optimizer = AdamW(model, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    return TrainState(model, optimizer, sampler, batches=batches)
 
 
 # NaN and inf are expected when a run diverges; DivergenceWatch reports them in one

@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 
 from tinylm import backends, ops
-from tinylm.errors import ConfigError, require_positive_ints
+from tinylm.errors import ConfigError, require_choice, require_positive_ints
 from tinylm.lab.heads import attention_patterns, token_losses
 from tinylm.models.gpt import CausalSelfAttention, GPTConfig
 from tinylm.models.lstm import LSTM, LSTMConfig
@@ -164,8 +164,7 @@ class InductionConfig:
                               f"{(self.seq_len + 1) // 2}, got {self.min_copy}, {self.max_copy}")
         if self.min_copy < 2:
             raise ConfigError("min_copy must be at least 2 (one copied token is unpredictable)")
-        if self.control not in CONTROLS:
-            raise ConfigError(f"control must be one of {', '.join(CONTROLS)}, got {self.control!r}")
+        require_choice(self, "control", CONTROLS)
         GPTConfig(vocab_size=self.vocab_size, block_size=self.seq_len, n_layer=self.n_layer,
                   n_head=self.n_head, n_embd=self.n_embd)  # validates the model fields
 

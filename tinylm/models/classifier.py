@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from tinylm import backends, ops
-from tinylm.errors import ConfigError, from_known_fields
+from tinylm.errors import ConfigError, from_known_fields, require_choice
 from tinylm.nn import Dropout, Linear, Module
 from tinylm.tensor import Tensor
 
 from .encoder import Encoder, EncoderConfig
 from .gpt import GPT, GPTConfig
-from .sizes import count_parameters
+from .sizes import gpt_parameters
 
 PAD = -1  # padding in classifier batches; never a token id
 
@@ -66,11 +66,8 @@ class ClassifierConfig:
     pad_id: int = 0              # token fed at padding positions ([PAD] for an encoder)
 
     def __post_init__(self):
-        if self.backbone_type not in BACKBONES:
-            raise ConfigError(f"backbone_type must be one of {', '.join(BACKBONES)}, "
-                              f"got {self.backbone_type!r}")
-        if self.pooling not in POOLINGS:
-            raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        require_choice(self, "backbone_type", BACKBONES)
+        require_choice(self, "pooling", POOLINGS)
         if self.pooling == "cls" and self.backbone_type == "gpt":
             raise ConfigError("pooling 'cls' needs an encoder: a GPT's first position sees only "
                               "itself; use --pooling last or --pooling mean")
@@ -99,7 +96,7 @@ class ClassifierConfig:
         """The backbone's parameters plus the head's C K + K (checked against a checkpoint)."""
         c = self.backbone_config()
         head = c.n_embd * self.n_classes + self.n_classes
-        return c.count_parameters() + head
+        return gpt_parameters(c) + head
 
     @property
     def block_size(self) -> int:

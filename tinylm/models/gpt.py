@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from tinylm import backends, ops
-from tinylm.errors import ConfigError, from_known_fields, require_positive_ints
-from tinylm.models.sizes import count_parameters
-from tinylm.nn import Dropout, Embedding, LayerNorm, Linear, Module, RMSNorm, Rotary
+from tinylm.errors import ConfigError, from_known_fields, require_choice, require_positive_ints
+from tinylm.models.llama import RMSNorm, Rotary
+from tinylm.nn import Dropout, Embedding, LayerNorm, Linear, Module
 from tinylm.tensor import Tensor
 
 NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}   # GPT-2's; LLaMA's (no mean, no bias)
@@ -42,11 +42,8 @@ class GPTConfig:
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                               f"try n_embd {self.n_head * max(1, round(self.n_embd / self.n_head))}")
-        if self.norm not in NORMS:
-            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if self.pos_encoding not in POS_ENCODINGS:
-            raise ConfigError(f"pos_encoding must be one of {', '.join(POS_ENCODINGS)}, "
-                              f"got {self.pos_encoding!r}")
+        require_choice(self, "norm", NORMS)
+        require_choice(self, "pos_encoding", POS_ENCODINGS)
         if self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
             raise ConfigError(f"rope rotates pairs of channels: the head size n_embd / n_head = "
                               f"{self.n_embd // self.n_head} must be even")
@@ -59,12 +56,6 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
         return from_known_fields(cls, d, "GPT")  # a checkpoint older than a field gets its default
-
-    def count_parameters(self) -> int:
-        """Exactly ``GPT(cfg).num_parameters()``: no position table with rope, no norm biases with rmsnorm."""
-        n = count_parameters(self.vocab_size, self.block_size, self.n_layer, self.n_embd, self.bias)
-        n -= self.block_size * self.n_embd if self.pos_encoding == "rope" else 0
-        return n - ((2 * self.n_layer + 1) * self.n_embd if self.norm == "rmsnorm" else 0)
 
 
 class CausalSelfAttention(Module):

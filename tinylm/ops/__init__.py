@@ -5,7 +5,6 @@
 - ``shape``: reshape, transpose, getitem, embedding, concat, split, where, masked_fill
 - ``layers``: layer_norm, gelu, relu, dropout, cross_entropy, causal_attention,
   causal_self_attention
-- ``recurrent``: lstm (the recurrence, forward and backward through time)
 
 This module also gives Tensor its operators (``a + b``, ``a @ b``, ``x[i]``, ...).
 """
@@ -15,38 +14,27 @@ from tinylm.tensor import Tensor
 from .arith import add, div, exp, linear, log, matmul, mul, neg, pow, sub, tanh
 from .layers import (causal_attention, causal_self_attention, cross_entropy, dropout, gelu,
                      layer_norm, relu)
-from .recurrent import lstm
 from .reduce import log_softmax, max, mean, softmax, sum
 from .shape import (concat, embedding, getitem, masked_fill, reshape, split, swapaxes,
                     transpose, where)
 
+
+def _reflected(op):
+    """``number (op) tensor``: Python calls the tensor's reflected method, e.g. 2 - t -> t.__rsub__(2)."""
+    return lambda self, other: op(other, self)
+
+
 # The Tensor front end: operators and methods, each one of the primitives above.
-Tensor.__add__ = add
-Tensor.__radd__ = lambda self, other: add(other, self)
-Tensor.__sub__ = sub
-Tensor.__rsub__ = lambda self, other: sub(other, self)
-Tensor.__mul__ = mul
-Tensor.__rmul__ = lambda self, other: mul(other, self)
-Tensor.__truediv__ = div
-Tensor.__rtruediv__ = lambda self, other: div(other, self)
+Tensor.__add__, Tensor.__radd__ = add, _reflected(add)
+Tensor.__sub__, Tensor.__rsub__ = sub, _reflected(sub)
+Tensor.__mul__, Tensor.__rmul__ = mul, _reflected(mul)
+Tensor.__truediv__, Tensor.__rtruediv__ = div, _reflected(div)
+Tensor.__pow__, Tensor.__rpow__ = pow, _reflected(pow)
+Tensor.__matmul__, Tensor.__rmatmul__ = matmul, _reflected(matmul)
 Tensor.__neg__ = neg
-Tensor.__pow__ = pow
-Tensor.__rpow__ = lambda self, other: pow(other, self)
-Tensor.__matmul__ = matmul
-Tensor.__rmatmul__ = lambda self, other: matmul(other, self)
 Tensor.__getitem__ = getitem
-Tensor.exp = exp
-Tensor.log = log
-Tensor.tanh = tanh
-Tensor.sum = sum
-Tensor.mean = mean
-Tensor.max = max
-Tensor.softmax = softmax
-Tensor.log_softmax = log_softmax
-Tensor.reshape = reshape
-Tensor.transpose = transpose
-Tensor.swapaxes = swapaxes
-Tensor.split = split
+for _op in (exp, log, tanh, sum, mean, max, softmax, log_softmax, reshape, transpose, swapaxes, split):
+    setattr(Tensor, _op.__name__, _op)                    # t.exp(), t.sum(axis=0), t.reshape(B, T, C)
 Tensor.T = property(lambda self: transpose(self))
 
 __all__ = [
@@ -55,5 +43,5 @@ __all__ = [
     "reshape", "transpose", "swapaxes", "getitem", "embedding", "concat", "split",
     "where", "masked_fill",
     "layer_norm", "gelu", "relu", "dropout", "cross_entropy", "causal_attention",
-    "causal_self_attention", "lstm",
+    "causal_self_attention",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from tinylm.tensor import Tensor, as_tensor, kernels, unbroadcast, xp
 
+from .arith import _pair
+
 
 # y = x viewed as `shape`;  dx = g viewed as x's shape
 def reshape(x: Tensor, *shape) -> Tensor:
@@ -101,11 +103,7 @@ def split(x: Tensor, sections, axis: int = -1) -> list[Tensor]:
 # y = cond ? a : b;  da = cond ? g : 0,  db = cond ? 0 : g
 def where(cond, a, b) -> Tensor:
     cond = cond.data if isinstance(cond, Tensor) else xp().asarray(cond)
-    if isinstance(a, Tensor):
-        b = as_tensor(b, like=a)
-    else:
-        b = as_tensor(b)
-        a = as_tensor(a, like=b)
+    a, b = _pair(a, b)                                    # a Python number takes the other's dtype
     zero = xp().zeros((), dtype=a.dtype)
 
     def vjp(g):

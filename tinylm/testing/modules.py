@@ -1,6 +1,6 @@
 """The layer contract: what every Module in tinylm promises, checked in one call.
 
-    check_module(lambda: RMSNorm(8), x)             # x: an example input (array, Tensor or tuple)
+    check_module(lambda: RMSNorm(8), x)             # tinylm.models.llama.RMSNorm; x: an example input
     check_module(lambda: RMSNorm(8), strategy)      # or a hypothesis strategy of examples
 
 Checks, in order (each failure says which one and why):

@@ -1,14 +1,18 @@
 """The two layers LLaMA uses in place of GPT-2's: RMS normalisation and rotary positions.
 
-Both are written as docs/testing.md teaches a new layer: forward with the VJP as
-a closure beside it, the equation in one comment. The array-level forwards
-(``rms_norm_forward``, ``rotate``) are what the KV-cache path calls.
+Each op is written as docs/testing.md teaches a new layer, forward with the VJP
+as a closure beside it and the equation in one comment, and its Module follows
+it. The GPT takes them with ``--norm rmsnorm`` and ``--pos-encoding rope``
+(tinylm/models/gpt.py); the KV-cache path calls the array-level forwards
+(``rms_norm_forward``, ``rotate``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from tinylm import backends
+from tinylm.nn import Buffer, Module, Parameter
 from tinylm.tensor import Tensor, xp
 
 
@@ -30,6 +34,17 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5) -> Tensor:
         dw = (g * xhat).reshape(-1, x.shape[-1]).sum(axis=0)               # (C,)
         return dx, dw
     return Tensor.from_op(y, (x, weight), vjp, "rms_norm")
+
+
+class RMSNorm(Module):
+    """Scale each row of the last axis to unit root mean square, then by a learned gain (no shift)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        self.weight = Parameter(backends.current().xp.ones((dim,)))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x, self.weight, self.eps)
 
 
 # -- rotary position embedding (Su et al. 2021, RoFormer) ---------------------------------------
@@ -68,3 +83,21 @@ def rotary_qk(qkv: Tensor, n_head: int, cos, sin) -> Tensor:
         return out.reshape(B, T, C3)
     return Tensor.from_op(turn(heads, 1), (qkv,),
                           lambda g: (turn(g.reshape(B, T, 3, n_head, D), -1),), "rotary_qk")
+
+
+class Rotary(Module):
+    """Rotary position embedding: q and k of every head turned by an angle per position.
+
+    No parameters: the cos/sin tables are Buffers rebuilt from the sizes
+    (persistent=False, so checkpoints do not store them).
+    """
+
+    def __init__(self, head_dim: int, block_size: int, base: float = 10000.0):
+        cos, sin = rotary_tables(block_size, head_dim, base)              # (block_size, D/2)
+        backend = backends.current()
+        self.cos = Buffer(backend.from_host(cos), persistent=False)
+        self.sin = Buffer(backend.from_host(sin), persistent=False)
+
+    def forward(self, qkv: Tensor, n_head: int) -> Tensor:
+        """qkv (B, T, 3C) = [q | k | v] -> the same, q and k rotated by position 0..T-1."""
+        return rotary_qk(qkv, n_head, self.cos.data, self.sin.data)
