@@ -324,13 +324,6 @@ def _np_causal_attention(q, k, v):
     return _np_softmax(s, -1) @ v
 
 
-@covers("causal_attention")
-@given(st.tuples(*[st.integers(1, 3)] * 2, st.integers(1, 5), st.integers(1, 3)), st.data())
-def test_causal_attention(shape, data):
-    q, k, v = (arrays(data, shape, magnitude=2.0) for _ in range(3))
-    check_op(ops.causal_attention, q, k, v, reference=_np_causal_attention)
-
-
 def _np_causal_self_attention(qkv, n_head):
     B, T, C3 = qkv.shape
     q, k, v = (t.reshape(B, T, n_head, -1).transpose(0, 2, 1, 3) for t in np.split(qkv, 3, axis=-1))
@@ -353,10 +346,10 @@ def test_causal_self_attention_refuses_a_width_that_does_not_split_into_heads():
 def _qkv_attention(causal):
     """x (B, T, 3D) -> attention with q, k, v the thirds of the last axis, one head."""
     def attend(x):
+        if causal:
+            return ops.causal_self_attention(x, 1)
         B, T, D3 = x.shape
         q, k, v = (t.reshape(B, 1, T, D3 // 3) for t in x.split(3, axis=-1))
-        if causal:
-            return ops.causal_attention(q, k, v).reshape(B, T, D3 // 3)
         scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(D3 // 3))
         return (ops.softmax(scores) @ v).reshape(B, T, D3 // 3)
     return attend

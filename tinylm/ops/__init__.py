@@ -3,8 +3,7 @@
 - ``arith``: add, sub, mul, div, neg, pow, exp, log, tanh, matmul, linear
 - ``reduce``: sum, mean, max, softmax, log_softmax
 - ``shape``: reshape, transpose, getitem, embedding, concat, split, where, masked_fill
-- ``layers``: layer_norm, gelu, relu, dropout, cross_entropy, causal_attention,
-  causal_self_attention
+- ``layers``: layer_norm, gelu, relu, dropout, cross_entropy, causal_self_attention
 
 This module also gives Tensor its operators (``a + b``, ``a @ b``, ``x[i]``, ...).
 """
@@ -12,8 +11,7 @@ This module also gives Tensor its operators (``a + b``, ``a @ b``, ``x[i]``, ...
 from tinylm.tensor import Tensor
 
 from .arith import add, div, exp, linear, log, matmul, mul, neg, pow, sub, tanh
-from .layers import (causal_attention, causal_self_attention, cross_entropy, dropout, gelu,
-                     layer_norm, relu)
+from .layers import causal_self_attention, cross_entropy, dropout, gelu, layer_norm, relu
 from .reduce import log_softmax, max, mean, softmax, sum
 from .shape import (concat, embedding, getitem, masked_fill, reshape, split, swapaxes,
                     transpose, where)
@@ -42,6 +40,5 @@ __all__ = [
     "sum", "mean", "max", "softmax", "log_softmax",
     "reshape", "transpose", "swapaxes", "getitem", "embedding", "concat", "split",
     "where", "masked_fill",
-    "layer_norm", "gelu", "relu", "dropout", "cross_entropy", "causal_attention",
-    "causal_self_attention",
+    "layer_norm", "gelu", "relu", "dropout", "cross_entropy", "causal_self_attention",
 ]

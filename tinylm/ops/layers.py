@@ -69,19 +69,6 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100) -> Tensor:
     return Tensor.from_op(xp().asarray(loss), (logits,), vjp, "cross_entropy")
 
 
-# S = q k^T / sqrt(D) + causal mask;  P = softmax(S);  y = P v
-# dv = P^T dy;  dP = dy v^T;  dS = P ⊙ (dP - rowsum(dP ⊙ P));  dq = dS k / sqrt(D);  dk = dS^T q / sqrt(D)
-def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """q, k, v (B, H, T, D) -> (B, H, T, D); query t attends to keys 0..t."""
-    kern = kernels()
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    y, saved = kern.attention_forward(q.data, k.data, v.data, scale)
-
-    def vjp(g):
-        return kern.attention_backward(g, q.data, k.data, v.data, saved, scale)
-    return Tensor.from_op(y, (q, k, v), vjp, "causal_attention")
-
-
 def split_heads(qkv, n_head: int):
     """qkv (B, T, 3C) array = [q | k | v] -> a view (3, B, H, T, D) of its heads, D = C / n_head."""
     B, T, C3 = qkv.shape
@@ -90,13 +77,15 @@ def split_heads(qkv, n_head: int):
     return qkv.reshape(B, T, 3, n_head, C3 // (3 * n_head)).transpose(2, 0, 3, 1, 4)
 
 
-# the same, per head: [q | k | v] = qkv split into n_head heads of D = C / n_head;  y = heads side by side
+# per head, [q | k | v] = qkv split into n_head heads of D = C / n_head:
+# S = q k^T / sqrt(D) + causal mask;  P = softmax(S);  y = P v;  the heads' y side by side
+# dv = P^T dy;  dP = dy v^T;  dS = P ⊙ (dP - rowsum(dP ⊙ P));  dq = dS k / sqrt(D);  dk = dS^T q / sqrt(D)
 def causal_self_attention(qkv: Tensor, n_head: int) -> Tensor:
     """qkv (B, T, 3C), the fused projection [q | k | v] -> (B, T, C), each head's output in its D columns.
 
-    causal_attention on the heads of q, k and v, with the splitting into heads
-    and the merging back done inside one op: the gradient comes back as one
-    (B, T, 3C) array, instead of three zero-padded thirds summed.
+    Query t attends to keys 0..t. The splitting into heads and the merging back
+    are done inside the op: the gradient comes back as one (B, T, 3C) array,
+    instead of three zero-padded thirds summed.
     """
     B, T, C3 = qkv.shape
     q, k, v = split_heads(qkv.data, n_head)                           # 3 x (B, H, T, D) views
