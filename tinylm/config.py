@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
-from tinylm.errors import ConfigError, from_known_fields, require_positive_ints
+from tinylm.errors import ConfigError, ConfigRecord, require_positive_ints
 from tinylm.fileio import read_bounded
 from tinylm.models import GPTConfig, LSTMConfig
 from tinylm.optim import cosine_lr
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigRecord):
+    KIND = "training"
     batch_size: int = 12
     grad_accum: int = 1              # micro-batches per optimizer step: effective batch × grad_accum
     max_iters: int = 2000
@@ -65,12 +66,7 @@ class TrainConfig:
     def lr_at(self, step: int) -> float:
         return cosine_lr(step, self.learning_rate, self.min_lr, self.warmup_iters, self.decay_iters)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        return from_known_fields(cls, d, "training")
 
 
 # Named presets: model and training fields (nanoGPT's names and values).

@@ -3,10 +3,11 @@
 The CLI turns each into one line on stderr: usage errors (bad config, bad
 option) exit with code 2, runtime errors (data, checkpoint, backend) with 1.
 Internal invariants use ``assert``; these are for the user's mistakes. The two
-checks every config dataclass makes are here too, so their messages read the same.
+checks every config dataclass makes, and its JSON form, are here too, so their messages read
+the same.
 """
 
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 
 class TinyLMError(Exception):
@@ -60,10 +61,23 @@ def require_choice(config, name: str, choices) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def from_known_fields(cls, d: dict, what: str):
-    """``cls(**d)`` for a config dataclass, with ConfigError naming any field it does not have."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"unknown {what} config field(s) {unknown}; known: {sorted(known)}")
-    return cls(**d)
+class ConfigRecord:
+    """Mixin for a config dataclass saved as a JSON object: ``to_dict`` and back with ``from_dict``.
+
+    ``from_dict`` refuses a field the class does not have, naming it (``KIND``, a class
+    attribute and not a field, says whose); a dict older than a field (an old
+    checkpoint) gets the field's default.
+    """
+
+    KIND = "model"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.KIND} config field(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)

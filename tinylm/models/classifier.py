@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from tinylm import backends, ops
-from tinylm.errors import ConfigError, from_known_fields, require_choice
+from tinylm.errors import ConfigError, ConfigRecord, require_choice
 from tinylm.nn import Dropout, Linear, Module
 from tinylm.tensor import Tensor
 
@@ -58,7 +58,8 @@ BACKBONES = {"encoder": (EncoderConfig, Encoder), "gpt": (GPTConfig, GPT)}
 
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(ConfigRecord):
+    KIND = "classifier"
     backbone_type: str           # "encoder" or "gpt": a model type of tinylm.models.MODEL_TYPES
     backbone: dict               # that model's config (its to_dict())
     labels: tuple                # class names; class k is labels[k]
@@ -113,9 +114,6 @@ class ClassifierConfig:
     def to_dict(self) -> dict:
         return {**asdict(self), "labels": list(self.labels)}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ClassifierConfig":
-        return from_known_fields(cls, d, "classifier")
 
 
 class SequenceClassifier(Module):

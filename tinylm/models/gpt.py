@@ -11,12 +11,12 @@ watches and ablates heads through ``CausalSelfAttention.hook`` (tinylm/lab/hooks
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from tinylm import backends, ops
-from tinylm.errors import ConfigError, from_known_fields, require_choice, require_positive_ints
+from tinylm.errors import ConfigError, ConfigRecord, require_choice, require_positive_ints
 from tinylm.models.llama import RMSNorm, Rotary
 from tinylm.nn import Dropout, Embedding, LayerNorm, Linear, Module
 from tinylm.tensor import Tensor
@@ -26,7 +26,8 @@ POS_ENCODINGS = ("learned", "rope")                    # GPT-2's wpe table; rota
 
 
 @dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(ConfigRecord):
+    KIND = "GPT"
     vocab_size: int = 65
     block_size: int = 64      # longest context the model sees
     n_layer: int = 4
@@ -50,12 +51,7 @@ class GPTConfig:
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
-        return from_known_fields(cls, d, "GPT")  # a checkpoint older than a field gets its default
 
 
 class CausalSelfAttention(Module):

@@ -16,18 +16,19 @@ outgrows ``block_size``, as the model was trained.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from tinylm import backends, ops
-from tinylm.errors import ConfigError, from_known_fields, require_positive_ints
+from tinylm.errors import ConfigError, ConfigRecord, require_positive_ints
 from tinylm.nn import Dropout, Embedding, Linear, Module, Parameter
 from tinylm.tensor import Tensor, get_default_dtype, kernels, no_grad, xp
 
 
 @dataclass(frozen=True)
-class LSTMConfig:
+class LSTMConfig(ConfigRecord):
+    KIND = "LSTM"
     vocab_size: int = 65
     block_size: int = 64      # tokens per training window: the truncation length of BPTT
     n_layer: int = 1
@@ -39,12 +40,7 @@ class LSTMConfig:
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "LSTMConfig":
-        return from_known_fields(cls, d, "LSTM")
 
     def count_parameters(self) -> int:
         """V C embedding + L (8 C² + 4 C) layers + C V + V head (exactly ``LSTM(cfg).num_parameters()``)."""
