@@ -153,12 +153,8 @@ def _normal(rng: np.random.Generator, shape, std: float) -> Parameter:
                      dtype=get_default_dtype())
 
 
-def _zeros(shape) -> Parameter:
-    return Parameter(backends.current().xp.zeros(shape))
-
-
-def _ones(shape) -> Parameter:
-    return Parameter(backends.current().xp.ones(shape))
+def _filled(shape, value: float) -> Parameter:
+    return Parameter(backends.current().xp.full(shape, value))
 
 
 class Linear(Module):
@@ -167,7 +163,7 @@ class Linear(Module):
     def __init__(self, n_in: int, n_out: int, rng: np.random.Generator, bias: bool = True,
                  std: float = 0.02):
         self.weight = _normal(rng, (n_in, n_out), std)
-        self.bias = _zeros((n_out,)) if bias else None
+        self.bias = _filled((n_out,), 0.0) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         return ops.linear(x, self.weight, self.bias)                  # (..., in) @ (in, out) + (out,)
@@ -187,8 +183,8 @@ class LayerNorm(Module):
     """Normalise the last axis to zero mean and unit variance, then scale and shift."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
-        self.weight = _ones((dim,))
-        self.bias = _zeros((dim,))
+        self.weight = _filled((dim,), 1.0)
+        self.bias = _filled((dim,), 0.0)
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:

@@ -90,17 +90,9 @@ class Tensor:
         requires a gradient and grad mode is on (see ``no_grad``).
         """
         out = Tensor.__new__(Tensor)
-        out.data = data
-        out.grad = None
-        out._op = op
-        if _grad_enabled and any(p.requires_grad for p in parents):
-            out.requires_grad = True
-            out._parents = parents
-            out._vjp = vjp
-        else:
-            out.requires_grad = False
-            out._parents = ()
-            out._vjp = None
+        out.data, out.grad, out._op = data, None, op
+        out.requires_grad = _grad_enabled and any(p.requires_grad for p in parents)
+        out._parents, out._vjp = (parents, vjp) if out.requires_grad else ((), None)
         return out
 
     # -- the engine ---------------------------------------------------------------
