@@ -169,3 +169,26 @@ def test_the_path_pattern_finds_machine_paths_and_spares_others():
     assert MACHINE_PATH.search(f"cd {slash}tmp{slash}run/")
     assert not MACHINE_PATH.search("bench/README.md and docs/distributed.md")
     assert not MACHINE_PATH.search(f"https://example.org{slash}work{slash}x and .{slash}tmp{slash}x")
+
+
+# What a reader must hold to know the GPT: the engine, the primitives, the layers, the model,
+# the optimizer, the loop and the reference kernels. Variants (LLaMA's layers, the LSTM)
+# live in their own model files; the fused backends are read against the reference.
+REFERENCE_CORE = ("tinylm/tensor.py", "tinylm/ops/*.py", "tinylm/nn.py", "tinylm/models/gpt.py",
+                  "tinylm/optim.py", "tinylm/train.py", "backends/base.py", "backends/numpy_backend.py")
+
+
+def test_the_reference_core_stays_a_size_a_reader_can_hold():
+    sizes = {path.relative_to(ROOT).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+             for pattern in REFERENCE_CORE for path in sorted(ROOT.glob(pattern))}
+    assert len(sizes) >= len(REFERENCE_CORE) + 3  # the globs found the files (ops/ has several)
+    assert sum(sizes.values()) <= 1500, f"the reference core is {sum(sizes.values())} lines: {sizes}"
+    assert sizes["tinylm/models/gpt.py"] <= 170
+
+
+def test_no_file_a_reader_opens_is_over_400_lines():
+    long = {path.relative_to(ROOT).as_posix(): n for pattern in ("tinylm/**/*.py", "backends/**/*.py",
+                                                                    "tests/*.py", "cli.py")
+            for path in ROOT.glob(pattern)
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400}
+    assert not long, f"files over 400 lines: {long}"
