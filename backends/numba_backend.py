@@ -94,7 +94,6 @@ class NumbaBackend(Backend):
 def _exercise(k, dtype) -> None:
     """Call every kernel once with ``dtype`` inputs of the types training passes
     (tests/test_numba_backend.py checks that a training step then compiles nothing)."""
-    from .numba_attention import softmax_backward, softmax_forward
     from .numba_kernels import ADAMW_PARALLEL_MIN
 
     rng = np.random.default_rng(0)
@@ -109,9 +108,6 @@ def _exercise(k, dtype) -> None:
     q = x.reshape(2, 3, 2, 4).transpose(0, 2, 1, 3)                        # (B, H, T, D)
     att, P = k.attention_forward(q, q, q, 0.5)
     k.attention_backward(att, q, q, q, P, 0.5)
-    heads = P[:, :1]  # a part split along the heads (a batch of one): another array layout
-    softmax_forward(heads, dtype(0.5))
-    softmax_backward(heads, heads, dtype(0.5))
     k.embedding_backward(x.reshape(6, 8), targets.clip(0), 8)
     h, c, gates = k.lstm_forward(x.repeat(4, axis=-1), x[:, 0], x[:, 0], np.ones((8, 32), dtype))
     k.lstm_backward(h, c, x[:, 0], x[:, 0], np.ones((8, 32), dtype), h, c, gates)

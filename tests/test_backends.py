@@ -244,24 +244,3 @@ def test_first_50_training_losses_match_numpy(name):
                                f"{diff.max():.3g} at step {int(diff.argmax()) + 1} "
                                f"({got[int(diff.argmax())]} vs {want[int(diff.argmax())]})")
 
-
-# ---- Numba's attention, its batch split across threads ----------------------------------------
-
-@pytest.mark.parametrize("kernel", ["attention_forward", "attention_backward"])
-@given(sizes=sizes)
-def test_numba_attention_split_across_threads_matches_reference(kernel, sizes):
-    """Every call split (along the batch, or the heads when B = 1), as large ones are."""
-    _usable("numba")
-    import numba
-
-    from tinylm.backends import numba_attention
-    if numba.config.NUMBA_NUM_THREADS < 2 or not numba_attention._blas_libraries():
-        pytest.skip("splitting needs 2 Numba threads and threadpoolctl")
-    threads, split_min = numba.get_num_threads(), numba_attention.SPLIT_MIN
-    numba.set_num_threads(2)
-    numba_attention.SPLIT_MIN = 0
-    try:
-        check_kernel(kernel, "numba", sizes)
-    finally:
-        numba.set_num_threads(threads)
-        numba_attention.SPLIT_MIN = split_min
