@@ -277,12 +277,21 @@ class NumbaKernels(NumbaAttentionKernels, NumbaLSTMKernels, NumpyKernels):
         return dW
 
     def adamw_update(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
-        if not (p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
-            return super().adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step)
-        f = p.dtype.type
+        self.adamw_update_many([p], [g], [m], [v], [weight_decay], lr, beta1, beta2, eps, step)
+
+    def adamw_update_many(self, params, grads, ms, vs, weight_decays, lr, beta1, beta2, eps, step):
+        """The hyperparameters cast once per dtype, then one kernel call per tensor."""
         step_size = lr / (1 - beta1 ** step)
         rsqrt_bias2 = 1 / math.sqrt(1 - beta2 ** step)
-        g1 = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
-        update = adamw_update_parallel if p.size >= ADAMW_PARALLEL_MIN else adamw_update_serial
-        update(p.reshape(-1), g1, m.reshape(-1), v.reshape(-1), f(beta1), f(1 - beta1), f(beta2),
-               f(1 - beta2), f(eps), f(1 - lr * weight_decay), f(step_size), f(rsqrt_bias2))
+        hyper = {}
+        for p, g, m, v, wd in zip(params, grads, ms, vs, weight_decays, strict=True):
+            if not (p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
+                super().adamw_update(p, g, m, v, lr, beta1, beta2, eps, wd, step)
+                continue
+            f = p.dtype.type
+            if (f, wd) not in hyper:
+                hyper[f, wd] = (f(beta1), f(1 - beta1), f(beta2), f(1 - beta2), f(eps),
+                                f(1 - lr * wd), f(step_size), f(rsqrt_bias2))
+            update = adamw_update_parallel if p.size >= ADAMW_PARALLEL_MIN else adamw_update_serial
+            update(p.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1), m.reshape(-1),
+                   v.reshape(-1), *hyper[f, wd])
