@@ -275,6 +275,7 @@ def test_the_lstm_control_has_about_the_models_parameter_count():
     assert abs(lstm_control(cfg, n_model).num_parameters() - n_model) < 0.02 * n_model
 
 
+@needs_matplotlib
 def test_lab_induction_with_the_lstm_control(tmp_path):
     result = run("lab", "induction", "--control", "lstm", "--out", tmp_path, *TINY_LAB["induction"])
     assert result.exit_code == 0, result.output
