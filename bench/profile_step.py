@@ -7,7 +7,9 @@
 tinylm side: every op goes through ``Tensor.from_op``, so wrapping it gives each
 op's forward time (the wall time since the previous op finished: the op's own
 array work plus the Python between two ops) and, by wrapping the VJP it
-records, its backward time. Gradient clipping and the AdamW update are timed as
+records, its backward time. Each fused kernel of the backend (``KERNELS``) is
+timed around its call as well, so an op's time splits into its kernels and the
+rest (BLAS products, NumPy array work, Python). Gradient clipping and the AdamW update are timed as
 two phases; the engine's own bookkeeping (topological sort, gradient sums) is
 what is left of backward. PyTorch side: ``torch.profiler``'s self CPU time per
 operator. Each side runs in its own process after ``--warmup`` untimed steps,
@@ -52,7 +54,7 @@ def profile_tinylm(backend_name: str, shape: dict, warmup: int, steps: int) -> d
     opt = AdamW(model, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
     times = defaultdict(float)   # (phase, op) -> seconds over the timed steps
     calls = defaultdict(int)
-    state = {"on": False, "last": 0.0}
+    state = {"on": False, "last": 0.0, "timed": False}
     original = Tensor.from_op
 
     def timed_vjp(op, vjp):
@@ -74,9 +76,10 @@ def profile_tinylm(backend_name: str, shape: dict, warmup: int, steps: int) -> d
         return original(data, parents, vjp, op)
 
     Tensor.from_op = staticmethod(result)
+    kernel_ms, kernel_calls = _time_kernels(backend.kernels, state)
     total = 0.0
     for i, (x, y) in enumerate(_batches(shape, warmup + steps)):
-        timed = i >= warmup
+        timed = state["timed"] = i >= warmup
         backend.synchronize()
         t_start = time.perf_counter()
         opt.zero_grad()
@@ -107,7 +110,36 @@ def profile_tinylm(backend_name: str, shape: dict, warmup: int, steps: int) -> d
     return {"side": backend_name, "describe": backend.describe(), "step_ms": 1e3 * total / steps,
             "phases": {k: 1e3 * v / steps for (p, k), v in times.items() if p == "phase"},
             "engine_ms": 1e3 * engine / steps,
+            "kernels": {k: {"ms": 1e3 * v / steps, "calls": kernel_calls[k] // steps}
+                        for k, v in kernel_ms.items()},
             "ops": {op: {"forward_ms": f, "backward_ms": b, "calls": n} for op, (f, b, n) in ops.items()}}
+
+
+def _time_kernels(kernels, state: dict):
+    """Wrap every fused kernel of ``kernels`` with a timer that counts while state["timed"];
+    a kernel called by another (the reference adamw_update_many's adamw_update) counts in
+    its caller only."""
+    from tinylm.backends.numpy_backend import KERNELS
+
+    seconds, calls = defaultdict(float), defaultdict(int)
+    depth = [0]
+
+    def timed(name, kernel):
+        def run(*args, **kwargs):
+            depth[0] += 1
+            t0 = time.perf_counter()
+            try:
+                return kernel(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if state["timed"] and depth[0] == 0:
+                    seconds[name] += time.perf_counter() - t0
+                    calls[name] += 1
+        return run
+
+    for name in KERNELS:
+        setattr(kernels, name, timed(name, getattr(kernels, name)))
+    return seconds, calls
 
 
 def profile_torch(shape: dict, warmup: int, steps: int) -> dict:
@@ -159,6 +191,11 @@ def print_tinylm(result: dict, top: int) -> None:
         both = r["forward_ms"] + r["backward_ms"]
         print(f"  {op:24} {r['calls']:5d} {r['forward_ms']:8.2f} {r['backward_ms']:8.2f} "
               f"{100 * both / result['step_ms']:5.1f}%")
+    kernels = sorted(result["kernels"].items(), key=lambda kv: -kv[1]["ms"])
+    print(f"  of which the backend's fused kernels ({sum(k['ms'] for _, k in kernels):.1f} ms, attention's "
+          f"with its BLAS products; the rest of the ops is BLAS, NumPy and Python):")
+    for name, k in kernels[:top]:
+        print(f"    {name:26} {k['calls']:5d} {k['ms']:8.2f}")
 
 
 def print_torch(result: dict, top: int) -> None:
