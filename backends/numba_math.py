@@ -22,6 +22,7 @@ from numba.extending import intrinsic, overload
 # keep their order, so that results do not depend on the thread count.
 FLAGS = dict(cache=True, fastmath={"contract"}, error_model="numpy")
 
+
 # -- e^x that vectorises ------------------------------------------------------------
 # LLVM turns a loop of math.exp calls into one libm call per element; this
 # polynomial (Cephes' expf, within 1.5 ulp measured) is plain arithmetic, so loops over

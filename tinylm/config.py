@@ -67,8 +67,6 @@ class TrainConfig(ConfigRecord):
         return cosine_lr(step, self.learning_rate, self.min_lr, self.warmup_iters, self.decay_iters)
 
 
-
-
 # Named presets: model and training fields (nanoGPT's names and values).
 PRESETS = {
     "tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=32, batch_size=8, max_iters=200,

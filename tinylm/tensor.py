@@ -195,4 +195,3 @@ def as_tensor(value, like: Tensor | None = None) -> Tensor:
         return value
     dtype = like.dtype if like is not None and not hasattr(value, "dtype") else None
     return Tensor(value, dtype=dtype)
-

@@ -115,7 +115,6 @@ class ClassifierConfig(ConfigRecord):
         return {**asdict(self), "labels": list(self.labels)}
 
 
-
 class SequenceClassifier(Module):
     """Texts as ids (B, T), padded with PAD -> class logits (B, K)."""
 

@@ -52,8 +52,6 @@ class GPTConfig(ConfigRecord):
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
 
-
-
 class CausalSelfAttention(Module):
     """Multi-head self-attention in which position t sees positions 0..t only."""
 

@@ -40,8 +40,6 @@ class LSTMConfig(ConfigRecord):
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
-
-
     def count_parameters(self) -> int:
         """V C embedding + L (8 C² + 4 C) layers + C V + V head (exactly ``LSTM(cfg).num_parameters()``)."""
         V, L, C = self.vocab_size, self.n_layer, self.n_embd
