@@ -19,12 +19,13 @@ import numpy as np
 from tinylm import backends
 from tinylm.checkpoint import (Checkpoint, build_model, load_checkpoint, optimizer_state, restore_optimizer,
                                save_checkpoint)
+from tinylm.config import MODEL_CONFIGS
 from tinylm.data import BatchSampler, Corpus, default_corpus, load_text, split_ids, unigram_entropy
 from tinylm.distributed import Communicator
 from tinylm.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from tinylm.metrics import MetricsLog
 from tinylm.mlm import MaskedBatches, MaskingRecipe
-from tinylm.models import GPT, LSTM, Encoder, EncoderConfig, GPTConfig, LSTMConfig
+from tinylm.models import MODEL_TYPES, Encoder, EncoderConfig, GPTConfig
 from tinylm.resources import check_training
 from tinylm.tensor import get_default_dtype
 from tinylm.tokenizers import CharTokenizer, WithSpecialTokens, tokenizer_from_dict
@@ -109,8 +110,9 @@ def held_out_ids(ckpt: Checkpoint, tokenizer, data: str | None) -> tuple[np.ndar
 
 
 OBJECTIVES = ("clm", "mlm")  # next-token prediction (GPT); masked-LM pre-training (Encoder)
-# The language models next-token prediction trains (`tinylm train --model`), by checkpoint type.
-ARCHITECTURES = {"gpt": (GPTConfig, GPT), "lstm": (LSTMConfig, LSTM)}
+# The language models next-token prediction trains (`tinylm train --model`, config.MODEL_CONFIGS),
+# by checkpoint type.
+ARCHITECTURES = {name: MODEL_TYPES[name] for name in MODEL_CONFIGS}
 
 
 def objective_parts(objective: str, tokenizer, model: str = "gpt"):
