@@ -8,7 +8,9 @@ once (compiling it, or loading it from Numba's on-disk cache), timing that in
 ``compile_seconds`` so it can be reported apart from training time.
 
 Threads: Numba's pool has ``NUMBA_NUM_THREADS`` threads (default: all cores),
-fixed when Numba is first imported; ``set_threads(n)`` uses n of them.
+fixed when Numba is first imported; ``set_threads(n)`` uses n of them. Where
+NumPy's OpenBLAS allows it, ``create()`` makes it run its products on that same
+pool (backends/numba_blas.py), so that a step has one set of threads.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class NumbaBackend(Backend):
     def __init__(self, kernels):
         super().__init__(np, kernels)
         self.compile_seconds: float | None = None
+        self.blas_on_numba_threads = False   # NumPy's OpenBLAS runs its jobs on Numba's pool
 
     def set_threads(self, n: int) -> None:
         import numba
@@ -66,6 +69,8 @@ class NumbaBackend(Backend):
             raise ConfigError(f"threads must be between 1 and {most} (NUMBA_NUM_THREADS), "
                               f"got {n!r}; set NUMBA_NUM_THREADS before starting to allow more")
         numba.set_num_threads(n)
+        if self.blas_on_numba_threads:
+            self.kernels.blas.set_num_threads(n)   # as many BLAS jobs as threads to run them
 
     def threads(self) -> int:
         import numba
@@ -87,13 +92,16 @@ class NumbaBackend(Backend):
     def describe(self) -> str:
         import numba
 
+        blas = "on the same threads" if self.blas_on_numba_threads else "on its own threads"
         return (f"Numba {numba.__version__} on the CPU, {self.threads()} thread(s) for the fused "
-                f"kernels ({numba.threading_layer()} layer), NumPy {np.__version__} BLAS for matmuls")
+                f"kernels ({numba.threading_layer()} layer), NumPy {np.__version__} BLAS for "
+                f"matmuls {blas}")
 
 
 def _exercise(k, dtype) -> None:
     """Call every kernel once with ``dtype`` inputs of the types training passes
     (tests/test_numba_backend.py checks that a training step then compiles nothing)."""
+    from .numba_blas import SMALL_GEMM
     from .numba_kernels import ADAMW_PARALLEL_MIN
 
     rng = np.random.default_rng(0)
@@ -108,6 +116,10 @@ def _exercise(k, dtype) -> None:
     q = x.reshape(2, 3, 2, 4).transpose(0, 2, 1, 3)                        # (B, H, T, D)
     att, P = k.attention_forward(q, q, q, 0.5)
     k.attention_backward(att, q, q, q, P, 0.5)
+    # heads too large to run one per thread (numba_attention.py) take the batched path
+    big = np.zeros((1, 1, 64, SMALL_GEMM // 64 ** 2 + 1), dtype)
+    att, P = k.attention_forward(big, big, big, 0.5)
+    k.attention_backward(att, big, big, big, P, 0.5)
     k.embedding_backward(x.reshape(6, 8), targets.clip(0), 8)
     h, c, gates = k.lstm_forward(x.repeat(4, axis=-1), x[:, 0], x[:, 0], np.ones((8, 32), dtype))
     k.lstm_backward(h, c, x[:, 0], x[:, 0], np.ones((8, 32), dtype), h, c, gates)
@@ -119,13 +131,18 @@ def _exercise(k, dtype) -> None:
 
 
 def create() -> Backend:
-    # OpenMP threads that spin-wait after a kernel steal the cores the next BLAS
-    # call needs (measured: steps 5x slower); sleeping costs ~10 us per kernel.
-    # Read when Numba starts its OpenMP pool, i.e. at the first kernel below.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from .numba_blas import share_threads
     from .numba_kernels import NumbaKernels
 
+    kernels = NumbaKernels()
+    if kernels.blas is None or kernels.blas.symbol("openblas_set_threads_callback_function") is None:
+        # BLAS keeps its own pool: OpenMP threads that spin-wait after a kernel would steal
+        # the cores the next BLAS call needs (measured: steps 5x slower), so they sleep
+        # (~10 us per kernel). Read when Numba starts its OpenMP pool, at the first kernel.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     keep_freed_memory()
-    backend = NumbaBackend(NumbaKernels())
+    backend = NumbaBackend(kernels)
     backend.warmup()
+    if kernels.blas is not None:
+        backend.blas_on_numba_threads = share_threads(kernels.blas, backend.threads())
     return backend

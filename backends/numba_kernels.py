@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from .numba_attention import NumbaAttentionKernels
+from .numba_blas import find_openblas
 from .numba_math import FLAGS, exp, row_dot, row_sum
 from .numba_lstm import NumbaLSTMKernels
 from .numpy_backend import NumpyKernels
@@ -210,6 +211,7 @@ class NumbaKernels(NumbaAttentionKernels, NumbaLSTMKernels, NumpyKernels):
 
     def __init__(self):
         super().__init__(np)
+        self.blas = find_openblas()
 
     def softmax_xent_forward(self, logits, targets, ignore_index):
         z = _rows(logits, logits.shape[-1])                                # (N, V)

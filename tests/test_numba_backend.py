@@ -22,12 +22,12 @@ from tinylm.models import GPT, GPTConfig
 from tinylm.train import TrainConfig, new_state, train
 
 backends.set_backend("numba")  # creates the backend: the warm-up runs here
-from tinylm.backends import numba_attention, numba_kernels, numba_math
+from tinylm.backends import numba_attention, numba_blas, numba_kernels, numba_math
 
 def compiled():
     # every Numba dispatcher of the kernels' modules -> how many type signatures it holds
     return {f"{module.__name__}.{name}": len(f.signatures)
-            for module in (numba_attention, numba_kernels, numba_math) for name, f in vars(module).items()
+            for module in (numba_attention, numba_blas, numba_kernels, numba_math) for name, f in vars(module).items()
             if isinstance(f, numba.core.dispatcher.Dispatcher)}
 
 # a 2^20-element embedding: big enough for the parallel AdamW kernel

@@ -1,0 +1,187 @@
+"""NumPy's OpenBLAS on Numba's threads, and its gemm callable from inside a kernel.
+
+Imported with the kernels (backends/numba_kernels.py), never at package import.
+
+A NumPy + Numba process has two thread pools: OpenBLAS's, which runs the
+matrix products, and Numba's, which runs the fused kernels. On a machine with
+few cores they take turns on the same cores, and each turn costs: OpenBLAS's
+idle worker spins on a core for a while after every product, so the kernel that
+follows waits for that core (measured on 2 cores: GELU after a matmul 85 →
+190 µs). OpenBLAS (0.3.27 and later) can hand its work to the caller's
+threads instead: :func:`share_threads` registers a callback that runs each
+product's jobs on Numba's pool, so a training step has one pool for everything.
+
+Kernels also call gemm themselves (``gemm`` below), one small product per
+thread, e.g. attention's per-head products. Such a call must be small enough
+that OpenBLAS does it on the calling thread (:data:`SMALL_GEMM`): a product it
+threads would call the callback from inside a kernel's parallel loop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import cfunc, njit, prange, types
+from numba.extending import intrinsic
+
+from .numba_math import FLAGS
+
+# OpenBLAS does a gemm of m n k multiply-adds on the calling thread up to
+# SMP_THRESHOLD_MIN (65536) x GEMM_MULTITHREAD_THRESHOLD (4) = 262144; kernels stay at half that.
+SMALL_GEMM = 1 << 17
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112      # the CBLAS enums
+
+
+@dataclass(frozen=True)
+class OpenBLAS:
+    """The OpenBLAS library NumPy loaded, and what tinylm uses of it."""
+
+    path: str
+    sgemm: int           # addresses of cblas_sgemm / cblas_dgemm, for ``gemm``
+    dgemm: int
+    int_bits: int        # 64 for an ILP64 build (NumPy's wheels), else 32
+    lib: ctypes.CDLL
+    prefix: str          # symbol names are prefix + name + suffix
+    suffix: str
+
+    def symbol(self, name: str):
+        return getattr(self.lib, self.prefix + name + self.suffix, None)
+
+    def set_num_threads(self, n: int) -> None:
+        self.symbol("openblas_set_num_threads")(ctypes.c_int(n))
+
+    def num_threads(self) -> int:
+        return self.symbol("openblas_get_num_threads")()
+
+
+# (prefix, suffix, int bits) of the builds we know: NumPy's wheels (scipy-openblas64),
+# SciPy's (scipy-openblas32), a plain OpenBLAS
+_NAMINGS = (("scipy_", "64_", 64), ("scipy_", "", 32), ("", "", 32))
+
+
+def find_openblas() -> OpenBLAS | None:
+    """NumPy's OpenBLAS, found among the libraries this process has loaded (Linux);
+    None where there is none (another BLAS, another OS)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f
+                            if "openblas" in line.lower() and ".so" in line.split()[-1]})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix, bits in _NAMINGS:
+            sgemm = getattr(lib, f"{prefix}cblas_sgemm{suffix}", None)
+            dgemm = getattr(lib, f"{prefix}cblas_dgemm{suffix}", None)
+            if sgemm is None or dgemm is None:
+                continue
+            if not prefix:   # a plain build says in its configuration whether its ints are 64-bit
+                config = getattr(lib, "openblas_get_config", None)
+                if config is not None:
+                    config.restype = ctypes.c_char_p
+                    bits = 64 if b"USE64BITINT" in (config() or b"") else 32
+            address = lambda f: ctypes.cast(f, ctypes.c_void_p).value   # noqa: E731
+            return OpenBLAS(path, address(sgemm), address(dgemm), bits, lib, prefix, suffix)
+    return None
+
+
+# -- gemm from inside a kernel ---------------------------------------------------------
+@intrinsic
+def gemm(typingctx, fn, int_like, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """C = alpha op(A) op(B) + beta C, row major, by the cblas_?gemm at address ``fn``.
+
+    ``a``, ``b``, ``c`` are data addresses (``arr.ctypes.data``); the integers are
+    passed as ``int_like``'s type (the library's), the scalars as ``alpha``'s.
+    """
+    sig = types.void(fn, int_like, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        real = context.get_value_type(signature.args[7])
+        i32 = ir.IntType(32)
+        blasint = context.get_value_type(signature.args[1])
+        ptr = real.as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, blasint, blasint, blasint, real, ptr,
+                                               blasint, ptr, blasint, real, ptr, blasint])
+
+        def to(value, ty):
+            if value.type.width == ty.width:
+                return value
+            return builder.trunc(value, ty) if value.type.width > ty.width else builder.sext(value, ty)
+
+        fn_, _, ta, tb, m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_ = args
+        builder.call(builder.inttoptr(fn_, fnty.as_pointer()),
+                     [ir.Constant(i32, ROW_MAJOR), to(ta, i32), to(tb, i32),
+                      to(m_, blasint), to(n_, blasint), to(k_, blasint), al,
+                      builder.inttoptr(a_, ptr), to(lda_, blasint),
+                      builder.inttoptr(b_, ptr), to(ldb_, blasint), be,
+                      builder.inttoptr(c_, ptr), to(ldc_, blasint)])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+# -- OpenBLAS's jobs on Numba's threads -------------------------------------------------
+@intrinsic
+def _run_job(typingctx, dojob, position, job, arg):
+    """dojob(position, job, arg): void (*)(int, void *, int), at address ``dojob``."""
+    sig = types.void(dojob, position, job, arg)
+
+    def codegen(context, builder, signature, args):
+        i32, void_ptr = ir.IntType(32), ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i32, void_ptr, i32])
+        dojob_, position_, job_, arg_ = args
+        builder.call(builder.inttoptr(dojob_, fnty.as_pointer()),
+                     [builder.trunc(position_, i32) if position_.type.width > 32 else position_,
+                      builder.inttoptr(job_, void_ptr), arg_])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@njit(parallel=True, **FLAGS)
+def _run_jobs(dojob, n_jobs, job_size, jobs, arg):
+    # one job per thread, all at once (a gemm's jobs wait for each other's packed panels):
+    # share_threads and NumbaBackend.set_threads keep OpenBLAS's job count <= Numba's threads
+    for i in prange(n_jobs):  # job i owns what OpenBLAS gave it
+        _run_job(dojob, i, jobs + i * job_size, arg)
+
+
+# void callback(int sync, void (*dojob)(int, void *, int), int numjobs, size_t jobdata_elsize,
+#               void *jobdata, int dojob_data)   (OpenBLAS's openblas_threads_callback)
+_callback = None
+_CALLBACK_TYPE = types.void(types.int32, types.intp, types.int32, types.uintp, types.intp, types.int32)
+
+
+def _threads_callback():
+    """The callback, compiled (or loaded from Numba's cache) on first use: its code calls
+    Numba's parallel runtime, which must be running by then (after a first kernel)."""
+    @cfunc(_CALLBACK_TYPE, cache=True)
+    def threads_callback(sync, dojob, n_jobs, job_size, jobs, arg):
+        _run_jobs(dojob, n_jobs, np.intp(job_size), jobs, arg)
+    return threads_callback
+
+
+def share_threads(blas: OpenBLAS, threads: int) -> bool:
+    """Run OpenBLAS's threaded work on Numba's pool from now on, ``threads`` jobs at most.
+
+    Process-wide (every NumPy matmul after this call). Needs OpenBLAS 0.3.27+ and a
+    Numba threading layer that runs a loop's chunks at once on distinct threads
+    (omp, workqueue). Returns whether it was done.
+    """
+    register = blas.symbol("openblas_set_threads_callback_function")
+    try:
+        layer = numba.threading_layer()   # known once a parallel kernel has run
+    except ValueError:
+        return False
+    if register is None or layer not in ("omp", "workqueue"):
+        return False
+    blas.set_num_threads(threads)   # never more jobs than Numba has threads
+    global _callback   # kept alive: OpenBLAS holds its address
+    _callback = _threads_callback()
+    register(ctypes.c_void_p(_callback.address))
+    return True

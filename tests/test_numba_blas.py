@@ -1,0 +1,69 @@
+"""NumPy's OpenBLAS run on Numba's threads (backends/numba_blas.py), and the attention
+kernels that call its gemm from inside a parallel loop, on both of their paths."""
+
+import numpy as np
+import pytest
+
+from tinylm import backends
+
+from test_backends import Sizes, check_kernel
+
+
+@pytest.fixture(scope="module")
+def numba_backend():
+    ok, reason = backends.availability("numba")
+    if not ok:
+        pytest.skip(f"numba unavailable: {reason}")
+    backend = backends.get_backend("numba")
+    if backend.kernels.blas is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS this backend can find")
+    return backend
+
+
+def test_numpy_openblas_is_found_with_its_gemm(numba_backend):
+    blas = numba_backend.kernels.blas
+    assert "openblas" in blas.path.lower()
+    assert blas.sgemm and blas.dgemm and blas.int_bits in (32, 64)
+
+
+@pytest.mark.parametrize("shape", [(768, 128, 384), (384, 768, 128), (5, 3, 7)])
+def test_products_on_numba_threads_match_at_every_thread_count(numba_backend, shape):
+    # OpenBLAS threads the large products: their jobs now run on Numba's pool, all at once
+    if not numba_backend.blas_on_numba_threads:
+        pytest.skip("this OpenBLAS has no threads callback (needs 0.3.27+)")
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+    want = a.astype(np.float64) @ b
+    threads = numba_backend.threads()
+    try:
+        results = []
+        for t in sorted({1, threads}):
+            numba_backend.set_threads(t)
+            assert numba_backend.kernels.blas.num_threads() == t   # never more jobs than threads
+            results.append(a @ b)
+    finally:
+        numba_backend.set_threads(threads)
+    for got in results:
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    # a product's jobs split its output, not its sums: the thread count changes no bit
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("T, D, past, small", [(64, 32, 0, True), (17, 8, 6, True),
+                                               (64, 48, 0, False), (40, 80, 9, False)])
+def test_attention_matches_the_reference_on_both_paths(numba_backend, dtype, T, D, past, small):
+    # small heads run one per thread (gemm inside the kernel), large ones batched through NumPy
+    q = np.zeros((1, 1, T, D), dtype)
+    k = np.zeros((1, 1, past + T, D), dtype)
+    assert (numba_backend.kernels._heads_gemm(T, past + T, D, q, k, k) is not None) == small
+    for kernel in ("attention_forward", "attention_backward"):
+        check_kernel(kernel, "numba", Sizes(dtype, seed=1, B=2, H=3, T=T, D=D, C=8, V=5,
+                                            magnitude=30.0, past=past))
+
+
+def test_attention_falls_back_when_blas_cannot_read_the_rows(numba_backend):
+    # a head whose rows are not unit-stride cannot go to BLAS as it is: the batched path takes it
+    q = np.zeros((1, 1, 8, 16), np.float32)[..., ::2]
+    assert numba_backend.kernels._heads_gemm(8, 8, 8, q, q, q) is None
