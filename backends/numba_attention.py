@@ -9,12 +9,12 @@ sum over rows, each an elementwise update of all queries t at once, which
 vectorises (a sum along a row would be a chain of dependent adds). Query t sits
 at position t + Tk − Tq, so key s is seen by queries t ≥ s − (Tk − Tq).
 
-The softmax kernels run the heads over Numba's threads, and BLAS threads the
-products that are large enough. Tried and not kept: splitting the batch into
-one part per thread, each running its part's products and softmax on its own
-(2.7 → 1.0 ms per layer at nanoGPT's CPU size in isolation, but no gain inside
-a training step: OpenBLAS's worker keeps spinning on the other core after the
-layer's 2-thread matmuls, bench/README.md).
+Small heads (nanoGPT's CPU model: 64 x 64 x 32) run whole on one thread each,
+products, softmax and all, the heads spread over Numba's threads: each product
+is too small for BLAS to thread, so one batched call would leave all but one
+core idle (in isolation, a layer's attention 1.0 → 0.55 ms on 2 cores). Large
+heads go the other way: one batched BLAS call per product, each product
+threaded by BLAS, and the softmax over the heads on Numba's threads.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .numba_blas import NO_TRANS, SMALL_GEMM, TRANS, gemm
 from .numba_math import FLAGS, exp
 
 
@@ -87,8 +88,68 @@ def softmax_backward(dST, PT, scale):
         _softmax_head_backward(dST[bh // H, bh % H], PT[bh // H, bh % H], scale)
 
 
+# -- small heads: one head per thread, its products by BLAS on that thread ------------------
+@njit(**FLAGS)
+def _ld(a):
+    """Leading dimension of a 2-D view with unit column stride, in elements."""
+    return a.strides[0] // a.itemsize
+
+
+@njit(parallel=True, **FLAGS)
+def heads_forward(fn, int_like, q, k, v, scale, PT, y):
+    """As ``attention_forward`` below, each (b, h) whole on one thread; ``fn`` is cblas_?gemm."""
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    one, zero = PT.dtype.type(1.0), PT.dtype.type(0.0)
+    for bh in prange(B * H):  # each (b, h) owns PT[b, h] and y[b, h]
+        b, h = bh // H, bh % H
+        qh, kh, vh, P, yh = q[b, h], k[b, h], v[b, h], PT[b, h], y[b, h]
+        gemm(fn, int_like, NO_TRANS, TRANS, Tk, Tq, D, one, kh.ctypes.data, _ld(kh),   # Sᵀ = k qᵀ
+             qh.ctypes.data, _ld(qh), zero, P.ctypes.data, Tq)
+        _softmax_head(P, scale)                                                     # Pᵀ
+        gemm(fn, int_like, TRANS, NO_TRANS, Tq, D, Tk, one, P.ctypes.data, Tq,         # y = (Pᵀ)ᵀ v
+             vh.ctypes.data, _ld(vh), zero, yh.ctypes.data, _ld(yh))
+
+
+@njit(parallel=True, **FLAGS)
+def heads_backward(fn, int_like, dy, q, k, v, PT, scale, dST, dq, dk, dv):
+    """As ``attention_backward`` below, each (b, h) whole on one thread; dST is scratch."""
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    one, zero = PT.dtype.type(1.0), PT.dtype.type(0.0)
+    for bh in prange(B * H):  # each (b, h) owns dST, dq, dk, dv [b, h]
+        b, h = bh // H, bh % H
+        g, qh, kh, vh, P, dS = dy[b, h], q[b, h], k[b, h], v[b, h], PT[b, h], dST[b, h]
+        dqh, dkh, dvh = dq[b, h], dk[b, h], dv[b, h]
+        gemm(fn, int_like, NO_TRANS, NO_TRANS, Tk, D, Tq, one, P.ctypes.data, Tq,      # dv = Pᵀ dy
+             g.ctypes.data, _ld(g), zero, dvh.ctypes.data, _ld(dvh))
+        gemm(fn, int_like, NO_TRANS, TRANS, Tk, Tq, D, one, vh.ctypes.data, _ld(vh),   # dPᵀ = v dyᵀ
+             g.ctypes.data, _ld(g), zero, dS.ctypes.data, Tq)
+        _softmax_head_backward(dS, P, scale)                                        # dSᵀ
+        gemm(fn, int_like, TRANS, NO_TRANS, Tq, D, Tk, one, dS.ctypes.data, Tq,        # dq = (dSᵀ)ᵀ k
+             kh.ctypes.data, _ld(kh), zero, dqh.ctypes.data, _ld(dqh))
+        gemm(fn, int_like, NO_TRANS, NO_TRANS, Tk, D, Tq, one, dS.ctypes.data, Tq,     # dk = dSᵀ q
+             qh.ctypes.data, _ld(qh), zero, dkh.ctypes.data, _ld(dkh))
+
+
 class NumbaAttentionKernels:
-    """attention_forward / attention_backward for NumbaKernels; the saved tensor is Pᵀ."""
+    """attention_forward / attention_backward for NumbaKernels; the saved tensor is Pᵀ.
+
+    ``self.blas`` is NumPy's OpenBLAS (numba_blas.OpenBLAS), or None where it was not found.
+    """
+
+    blas = None
+
+    def _heads_gemm(self, Tq, Tk, D, *arrays):
+        """(gemm address, an int of the library's width) when the heads can run one per thread:
+        OpenBLAS found, products below SMALL_GEMM, one float dtype, rows that BLAS can read."""
+        dtype = arrays[0].dtype
+        if (self.blas is None or Tq * Tk * D > SMALL_GEMM or dtype not in (np.float32, np.float64)
+                or any(a.dtype != dtype or a.strides[-1] != a.itemsize
+                       or a.strides[-2] < a.shape[-1] * a.itemsize for a in arrays)):
+            return None
+        fn = self.blas.sgemm if dtype == np.float32 else self.blas.dgemm
+        return fn, (np.int64(0) if self.blas.int_bits == 64 else np.int32(0))
 
     def attention_forward(self, q, k, v, scale):
         """q (B, H, T, D), k, v (B, H, Tk, D) -> (y (B, H, T, D), Pᵀ (B, H, Tk, T))."""
@@ -97,6 +158,10 @@ class NumbaAttentionKernels:
         PT = np.empty((B, H, k.shape[2], T), dtype=dtype)                # keys x queries
         # y laid out (B, T, H, D) in memory: merging the heads afterwards is then free
         y = np.empty((B, T, H, D), dtype=dtype).transpose(0, 2, 1, 3)
+        heads = self._heads_gemm(T, k.shape[2], D, q, k, v)
+        if heads is not None:
+            heads_forward(*heads, q, k, v, dtype.type(scale), PT, y)
+            return y, PT
         np.matmul(k, q.swapaxes(-1, -2), out=PT)                        # Sᵀ = k qᵀ
         softmax_forward(PT, dtype.type(scale))                            # Pᵀ
         np.matmul(PT.swapaxes(-1, -2), v, out=y)                          # y = (Pᵀ)ᵀ v
@@ -107,6 +172,11 @@ class NumbaAttentionKernels:
         dq = np.empty((B, T, H, D), dtype=PT.dtype).transpose(0, 2, 1, 3)  # the layout of q's heads
         dk = np.empty(k.shape, dtype=PT.dtype)
         dv = np.empty(v.shape, dtype=PT.dtype)
+        heads = self._heads_gemm(T, k.shape[2], D, dy, q, k, v)
+        if heads is not None:
+            dST = np.empty_like(PT)
+            heads_backward(*heads, dy, q, k, v, PT, PT.dtype.type(scale), dST, dq, dk, dv)
+            return dq, dk, dv
         np.matmul(PT, dy, out=dv)                                         # dv = Pᵀ dy
         dST = v @ dy.swapaxes(-1, -2)                                     # dPᵀ = v dyᵀ
         softmax_backward(dST, PT, PT.dtype.type(scale))                   # dSᵀ
