@@ -125,7 +125,7 @@ def _exercise(k, dtype) -> None:
     k.lstm_backward(h, c, x[:, 0], x[:, 0], np.ones((8, 32), dtype), h, c, gates)
     # the serial AdamW below ADAMW_PARALLEL_MIN elements, the parallel one from there
     # (a 4 MB float32 buffer, once): each compiles on its first call
-    for size in (8, ADAMW_PARALLEL_MIN):
+    for size in (8, max(ADAMW_PARALLEL_MIN.values())):
         p = np.zeros(size, dtype)
         k.adamw_update(p, p + 1, np.zeros_like(p), np.zeros_like(p), 1e-3, 0.9, 0.99, 1e-8, 0.1, 1)
 
@@ -145,4 +145,6 @@ def create() -> Backend:
     backend.warmup()
     if kernels.blas is not None:
         backend.blas_on_numba_threads = share_threads(kernels.blas, backend.threads())
+    if backend.blas_on_numba_threads:
+        kernels.pool = "awake"   # one pool for the step: its threads spin between kernels
     return backend

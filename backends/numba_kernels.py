@@ -167,8 +167,9 @@ def adamw_update_parallel(p, g, m, v, *hyper):
         p[i], m[i], v[i] = _adamw_element(p[i], g[i], m[i], v[i], *hyper)
 
 
-# Below ~1M elements one thread is faster than waking the pool (measured): serial.
-ADAMW_PARALLEL_MIN = 1 << 20
+# From how many elements AdamW runs on every thread (measured: while the pool sleeps
+# between kernels, ~1M; while it is awake, numba_blas.py, 16k: 65k elements 22 -> 13 us).
+ADAMW_PARALLEL_MIN = {"sleeping": 1 << 20, "awake": 1 << 14}
 
 
 @njit(**_SERIAL_JIT)
@@ -177,16 +178,18 @@ def adamw_update_serial(p, g, m, v, *hyper):
         p[i], m[i], v[i] = _adamw_element(p[i], g[i], m[i], v[i], *hyper)
 
 
-# Waking the thread pool costs tens of microseconds: below this many elements one
-# thread finishes layer norm and GELU sooner (measured: layer norm on 768 x 128,
-# 43 us on one thread, 72 us on two; the two cross near 200k elements).
-_PARALLEL_MIN = 1 << 17
+# Below how many elements layer norm and GELU run on one thread. Waking a sleeping pool
+# costs tens of microseconds: while BLAS has its own threads, Numba's sleep between
+# kernels and one thread is sooner up to ~200k elements (measured: layer norm on
+# 768 x 128, 43 us on one thread, 72 us on two). When BLAS runs on Numba's threads
+# (numba_blas.py) they are awake, and two win from a few thousand elements (42 -> 25 us).
+PARALLEL_MIN = {"sleeping": 1 << 17, "awake": 1 << 12}
 
 
 @contextmanager
-def _one_thread_if_small(size: int):
-    """Run the enclosed kernel on one thread when it has fewer than _PARALLEL_MIN elements."""
-    if size >= _PARALLEL_MIN:
+def _one_thread_if_small(size: int, parallel_min: int):
+    """Run the enclosed kernel on one thread when it has fewer than ``parallel_min`` elements."""
+    if size >= parallel_min:
         yield
         return
     threads = numba.get_num_threads()
@@ -212,6 +215,7 @@ class NumbaKernels(NumbaAttentionKernels, NumbaLSTMKernels, NumpyKernels):
     def __init__(self):
         super().__init__(np)
         self.blas = find_openblas()
+        self.pool = "sleeping"   # between kernels; create() says "awake" when BLAS shares the pool
 
     def softmax_xent_forward(self, logits, targets, ignore_index):
         z = _rows(logits, logits.shape[-1])                                # (N, V)
@@ -238,7 +242,7 @@ class NumbaKernels(NumbaAttentionKernels, NumbaLSTMKernels, NumpyKernels):
         y = np.empty_like(x2)
         mean = np.empty(len(x2), dtype=x.dtype)
         rstd = np.empty(len(x2), dtype=x.dtype)
-        with _one_thread_if_small(x2.size):
+        with _one_thread_if_small(x2.size, PARALLEL_MIN[self.pool]):
             layernorm_forward(x2, np.ascontiguousarray(w), np.ascontiguousarray(b),
                               x.dtype.type(eps), y, mean, rstd)
         lead = x.shape[:-1]
@@ -251,7 +255,7 @@ class NumbaKernels(NumbaAttentionKernels, NumbaLSTMKernels, NumpyKernels):
         n_chunks = max(1, min(_N_CHUNKS, len(x2)))
         dw_part = np.zeros((n_chunks, C), dtype=np.float64)
         db_part = np.zeros((n_chunks, C), dtype=np.float64)
-        with _one_thread_if_small(x2.size):
+        with _one_thread_if_small(x2.size, PARALLEL_MIN[self.pool]):
             layernorm_backward(dy2, x2, np.ascontiguousarray(w), _rows(mean, 1)[:, 0],
                                _rows(rstd, 1)[:, 0], dx, dw_part, db_part)
         dtype = dy.dtype
@@ -260,7 +264,7 @@ class NumbaKernels(NumbaAttentionKernels, NumbaLSTMKernels, NumpyKernels):
     def gelu_forward(self, x):
         x1 = np.ascontiguousarray(x).reshape(-1)
         y = np.empty_like(x1)
-        with _one_thread_if_small(x1.size):
+        with _one_thread_if_small(x1.size, PARALLEL_MIN[self.pool]):
             gelu_forward(x1, y)
         return y.reshape(x.shape)
 
@@ -268,7 +272,7 @@ class NumbaKernels(NumbaAttentionKernels, NumbaLSTMKernels, NumpyKernels):
         x1 = np.ascontiguousarray(x).reshape(-1)
         dy1 = np.ascontiguousarray(dy, dtype=x.dtype).reshape(-1)
         dx = np.empty_like(x1)
-        with _one_thread_if_small(x1.size):
+        with _one_thread_if_small(x1.size, PARALLEL_MIN[self.pool]):
             gelu_backward(dy1, x1, dx)
         return dx.reshape(x.shape)
 
@@ -294,6 +298,7 @@ class NumbaKernels(NumbaAttentionKernels, NumbaLSTMKernels, NumpyKernels):
             if (f, wd) not in hyper:
                 hyper[f, wd] = (f(beta1), f(1 - beta1), f(beta2), f(1 - beta2), f(eps),
                                 f(1 - lr * wd), f(step_size), f(rsqrt_bias2))
-            update = adamw_update_parallel if p.size >= ADAMW_PARALLEL_MIN else adamw_update_serial
+            parallel = p.size >= ADAMW_PARALLEL_MIN[self.pool]
+            update = adamw_update_parallel if parallel else adamw_update_serial
             update(p.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1), m.reshape(-1),
                    v.reshape(-1), *hyper[f, wd])
