@@ -158,27 +158,39 @@ _CALLBACK_TYPE = types.void(types.int32, types.intp, types.int32, types.uintp, t
 
 
 def _threads_callback():
-    """The callback, compiled (or loaded from Numba's cache) on first use: its code calls
-    Numba's parallel runtime, which must be running by then (after a first kernel)."""
-    @cfunc(_CALLBACK_TYPE, cache=True)
+    """The callback, compiled on first use: its code calls Numba's parallel runtime, which
+    must be running by then (after a first kernel). Not cached: it reads the calling
+    thread's Numba thread count, which Numba's cache cannot hold (about 0.1 s to compile)."""
+    most = numba.config.NUMBA_NUM_THREADS
+
+    @cfunc(_CALLBACK_TYPE)
     def threads_callback(sync, dojob, n_jobs, job_size, jobs, arg):
+        # the loop below makes as many chunks as the caller has threads: at least n_jobs,
+        # even where numba.set_num_threads lowered them behind the backend's back
+        threads = numba.get_num_threads()
+        if threads < n_jobs:
+            numba.set_num_threads(min(n_jobs, most))
         _run_jobs(dojob, n_jobs, np.intp(job_size), jobs, arg)
+        if threads < n_jobs:
+            numba.set_num_threads(threads)
     return threads_callback
 
 
 def share_threads(blas: OpenBLAS, threads: int) -> bool:
     """Run OpenBLAS's threaded work on Numba's pool from now on, ``threads`` jobs at most.
 
-    Process-wide (every NumPy matmul after this call). Needs OpenBLAS 0.3.27+ and a
-    Numba threading layer that runs a loop's chunks at once on distinct threads
-    (omp, workqueue). Returns whether it was done.
+    Process-wide (every NumPy matmul after this call). Needs OpenBLAS 0.3.27+ and
+    Numba's omp threading layer, which runs a loop's chunks at once on distinct
+    threads and takes launches from several Python threads at a time (the
+    workqueue layer would abort on the second; tbb does not promise the first).
+    Returns whether it was done.
     """
     register = blas.symbol("openblas_set_threads_callback_function")
     try:
         layer = numba.threading_layer()   # known once a parallel kernel has run
     except ValueError:
         return False
-    if register is None or layer not in ("omp", "workqueue"):
+    if register is None or layer != "omp":
         return False
     blas.set_num_threads(threads)   # never more jobs than Numba has threads
     global _callback   # kept alive: OpenBLAS holds its address

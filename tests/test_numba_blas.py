@@ -1,6 +1,9 @@
 """NumPy's OpenBLAS run on Numba's threads (backends/numba_blas.py), and the attention
 kernels that call its gemm from inside a parallel loop, on both of their paths."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -67,3 +70,26 @@ def test_attention_falls_back_when_blas_cannot_read_the_rows(numba_backend):
     # a head whose rows are not unit-stride cannot go to BLAS as it is: the batched path takes it
     q = np.zeros((1, 1, 8, 16), np.float32)[..., ::2]
     assert numba_backend.kernels._heads_gemm(8, 8, 8, q, q, q) is None
+
+
+LOWERED_THREADS = r"""
+import numba
+import numpy as np
+from tinylm import backends
+
+backend = backends.set_backend("numba")
+numba.set_num_threads(1)   # behind the backend's back: OpenBLAS still makes one job per core
+a = np.ones((128, 768), np.float32)
+print(backend.blas_on_numba_threads, (a @ np.ones((768, 512), np.float32)).min())
+"""
+
+
+def test_a_product_completes_when_numba_threads_are_lowered_behind_the_backend(numba_backend, tmp_path):
+    # a threaded product's jobs wait for each other: run one after another on one thread,
+    # they would hang (in a fresh process, with a timeout, so that a regression fails)
+    if numba_backend.threads() < 2:
+        pytest.skip("needs two threads")
+    done = subprocess.run([sys.executable, "-c", LOWERED_THREADS], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == [str(numba_backend.blas_on_numba_threads), "768.0"]
