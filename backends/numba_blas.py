@@ -11,15 +11,16 @@ follows waits for that core (measured on 2 cores: GELU after a matmul 85 →
 threads instead: :func:`share_threads` registers a callback that runs each
 product's jobs on Numba's pool, so a training step has one pool for everything.
 
-Kernels also call gemm themselves (``gemm`` below), one small product per
-thread, e.g. attention's per-head products. Such a call must be small enough
-that OpenBLAS does it on the calling thread (:data:`SMALL_GEMM`): a product it
-threads would call the callback from inside a kernel's parallel loop.
+Kernels also call gemm themselves (``gemm`` below), one product per thread,
+e.g. attention's per-head products, inside ``OpenBLAS.one_thread()``: OpenBLAS
+then does each on the calling thread, where a product it threaded would call the
+callback from inside a kernel's parallel loop.
 """
 
 from __future__ import annotations
 
 import ctypes
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numba
@@ -30,9 +31,6 @@ from numba.extending import intrinsic
 
 from .numba_math import FLAGS
 
-# OpenBLAS does a gemm of m n k multiply-adds on the calling thread up to
-# SMP_THRESHOLD_MIN (65536) x GEMM_MULTITHREAD_THRESHOLD (4) = 262144; kernels stay at half that.
-SMALL_GEMM = 1 << 17
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112      # the CBLAS enums
 
 
@@ -56,6 +54,17 @@ class OpenBLAS:
 
     def num_threads(self) -> int:
         return self.symbol("openblas_get_num_threads")()
+
+    @contextmanager
+    def one_thread(self):
+        """OpenBLAS on one thread for the enclosed code (~1 us): every gemm then runs on
+        its caller's thread, as the kernels that call gemm from a parallel loop need."""
+        threads = self.num_threads()
+        self.set_num_threads(1)
+        try:
+            yield
+        finally:
+            self.set_num_threads(threads)
 
 
 # (prefix, suffix, int bits) of the builds we know: NumPy's wheels (scipy-openblas64),
