@@ -47,8 +47,8 @@ def describe() -> str:
     import numba
 
     threads = numba.config.NUMBA_NUM_THREADS
-    return (f"Numba {numba.__version__} on the CPU, {threads} threads for the fused kernels, "
-            f"NumPy {np.__version__} BLAS for matmuls")
+    return (f"Numba {numba.__version__} on the CPU, {threads} threads for the fused kernels "
+            f"and, where NumPy's OpenBLAS allows, for NumPy {np.__version__}'s matmuls")
 
 
 class NumbaBackend(Backend):

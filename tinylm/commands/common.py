@@ -39,7 +39,7 @@ class BackendOption(click.Option):
 
 def backend_option(f):
     f = click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="CPU threads for the backend's kernels (numba).")(f)
+                     help="CPU threads for the backend's kernels and, on numba, its matmuls.")(f)
     return click.option("--backend", cls=BackendOption, default="numpy", show_default=True,
                         help="Array backend (see 'tinylm backends').")(f)
 
