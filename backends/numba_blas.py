@@ -67,35 +67,44 @@ class OpenBLAS:
             self.set_num_threads(threads)
 
 
-# (prefix, suffix, int bits) of the builds we know: NumPy's wheels (scipy-openblas64),
-# SciPy's (scipy-openblas32), a plain OpenBLAS
-_NAMINGS = (("scipy_", "64_", 64), ("scipy_", "", 32), ("", "", 32))
+def _numpy_naming() -> tuple[str, str, int] | None:
+    """(symbol prefix, suffix, int bits) of the OpenBLAS NumPy was built with, from its
+    build configuration: the wheels' scipy-openblas prefixes ``scipy_`` and, with 64-bit
+    ints, suffixes ``64_``; a plain OpenBLAS neither. None for another BLAS."""
+    import numpy as np
+
+    try:
+        blas = np.__config__.CONFIG["Build Dependencies"]["blas"]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    name = str(blas.get("name", "")).lower()
+    ilp64 = "USE64BITINT" in str(blas.get("openblas configuration", ""))
+    if "openblas" not in name:
+        return None
+    return ("scipy_" if name.startswith("scipy") else ""), ("64_" if ilp64 else ""), (64 if ilp64 else 32)
 
 
 def find_openblas() -> OpenBLAS | None:
     """NumPy's OpenBLAS, found among the libraries this process has loaded (Linux);
-    None where there is none (another BLAS, another OS)."""
+    None where there is none (another BLAS, another OS, a build we cannot name)."""
+    naming = _numpy_naming()
+    if naming is None:
+        return None
+    prefix, suffix, bits = naming
     try:
         with open("/proc/self/maps") as f:
             paths = sorted({line.split()[-1] for line in f
                             if "openblas" in line.lower() and ".so" in line.split()[-1]})
     except OSError:
         return None
-    for path in paths:
+    for path in paths:   # SciPy's OpenBLAS may be loaded too: NumPy's has NumPy's names
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for prefix, suffix, bits in _NAMINGS:
-            sgemm = getattr(lib, f"{prefix}cblas_sgemm{suffix}", None)
-            dgemm = getattr(lib, f"{prefix}cblas_dgemm{suffix}", None)
-            if sgemm is None or dgemm is None:
-                continue
-            if not prefix:   # a plain build says in its configuration whether its ints are 64-bit
-                config = getattr(lib, "openblas_get_config", None)
-                if config is not None:
-                    config.restype = ctypes.c_char_p
-                    bits = 64 if b"USE64BITINT" in (config() or b"") else 32
+        sgemm = getattr(lib, f"{prefix}cblas_sgemm{suffix}", None)
+        dgemm = getattr(lib, f"{prefix}cblas_dgemm{suffix}", None)
+        if sgemm is not None and dgemm is not None:
             address = lambda f: ctypes.cast(f, ctypes.c_void_p).value   # noqa: E731
             return OpenBLAS(path, address(sgemm), address(dgemm), bits, lib, prefix, suffix)
     return None
