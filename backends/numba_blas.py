@@ -20,6 +20,7 @@ callback from inside a kernel's parallel loop.
 from __future__ import annotations
 
 import ctypes
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -214,4 +215,7 @@ def share_threads(blas: OpenBLAS, threads: int) -> bool:
     global _callback   # kept alive: OpenBLAS holds its address
     _callback = _threads_callback()
     register(ctypes.c_void_p(_callback.address))
+    # GNU OpenMP cannot run in a child forked from a process that used it (Numba aborts
+    # the child): there, OpenBLAS gets its own pool back, which it restarts after a fork
+    os.register_at_fork(after_in_child=lambda: register(ctypes.c_void_p(None)))
     return True

@@ -1,6 +1,7 @@
 """NumPy's OpenBLAS run on Numba's threads (backends/numba_blas.py), and the attention
 kernels that call its gemm from inside a parallel loop, on both of their paths."""
 
+import os
 import subprocess
 import sys
 
@@ -98,3 +99,26 @@ def test_a_product_completes_when_numba_threads_are_lowered_behind_the_backend(n
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-2:] == [str(numba_backend.blas_on_numba_threads), "768.0"]
+
+
+FORKED_CHILD = r"""
+import os
+import numpy as np
+from tinylm import backends
+
+backends.set_backend("numba")
+a = np.ones((512, 512), np.float32)
+a @ a                      # the parent's products ran on Numba's OpenMP threads
+pid = os.fork()
+if pid == 0:               # GNU OpenMP cannot run here: OpenBLAS must use its own pool again
+    os._exit(0 if (a @ a)[0, 0] == 512 else 3)
+print(os.waitpid(pid, 0)[1])
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_can_still_multiply(numba_backend, tmp_path):
+    done = subprocess.run([sys.executable, "-c", FORKED_CHILD], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "0", done.stderr[-2000:]   # the child's exit status
