@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -59,13 +60,25 @@ class OpenBLAS:
     @contextmanager
     def one_thread(self):
         """OpenBLAS on one thread for the enclosed code (~1 us): every gemm then runs on
-        its caller's thread, as the kernels that call gemm from a parallel loop need."""
-        threads = self.num_threads()
-        self.set_num_threads(1)
+        its caller's thread, as the kernels that call gemm from a parallel loop need.
+        The count is the process's: the first of several Python threads inside lowers
+        it, the last one out restores it."""
+        with _ONE_THREAD_LOCK:
+            if _ONE_THREAD["holders"] == 0:
+                _ONE_THREAD["threads"] = self.num_threads()
+                self.set_num_threads(1)
+            _ONE_THREAD["holders"] += 1
         try:
             yield
         finally:
-            self.set_num_threads(threads)
+            with _ONE_THREAD_LOCK:
+                _ONE_THREAD["holders"] -= 1
+                if _ONE_THREAD["holders"] == 0:
+                    self.set_num_threads(_ONE_THREAD["threads"])
+
+
+_ONE_THREAD_LOCK = threading.Lock()
+_ONE_THREAD = {"holders": 0, "threads": 0}   # Python threads inside one_thread(); the count before
 
 
 def _numpy_naming() -> tuple[str, str, int] | None:

@@ -122,3 +122,39 @@ def test_a_forked_child_can_still_multiply(numba_backend, tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "0", done.stderr[-2000:]   # the child's exit status
+
+
+PYTHON_THREADS = r"""
+import threading
+import numpy as np
+from tinylm import backends
+
+kernels = backends.set_backend("numba").kernels
+rng = np.random.default_rng(0)
+q = rng.standard_normal((12, 4, 64, 32)).astype(np.float32)
+a, c = rng.standard_normal((768, 512)).astype(np.float32), rng.standard_normal((512, 384)).astype(np.float32)
+want = {"matmul": a @ c, "attention": kernels.attention_forward(q, q, q, 0.2)[0]}
+run = {"matmul": lambda: a @ c, "attention": lambda: kernels.attention_forward(q, q, q, 0.2)[0]}
+wrong = []
+
+def work(kind):
+    for _ in range(100):
+        if not np.array_equal(run[kind](), want[kind]):
+            wrong.append(kind)
+
+threads = [threading.Thread(target=work, args=(kind,)) for kind in ("matmul", "attention") * 2]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(len(wrong), kernels.blas.num_threads())
+"""
+
+
+def test_python_threads_share_the_pool(numba_backend, tmp_path):
+    # products and attention from several Python threads at once: same bits, no hang, and
+    # OpenBLAS's thread count back where it was once every attention kernel is done
+    done = subprocess.run([sys.executable, "-c", PYTHON_THREADS], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["0", str(numba_backend.kernels.blas.num_threads())]
