@@ -14,7 +14,9 @@ product's jobs on Numba's pool, so a training step has one pool for everything.
 Kernels also call gemm themselves (``gemm`` below), one product per thread,
 e.g. attention's per-head products, inside ``OpenBLAS.one_thread()``: OpenBLAS
 then does each on the calling thread, where a product it threaded would call the
-callback from inside a kernel's parallel loop.
+callback from inside a kernel's parallel loop. As with numba_math.py, Numba's
+on-disk cache of a kernel does not notice an edit to ``gemm``: after one, delete
+the ``*.nbi``/``*.nbc`` files so that the kernels that call it compile again.
 """
 
 from __future__ import annotations
