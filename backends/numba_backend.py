@@ -139,7 +139,9 @@ def create() -> Backend:
     backend = NumbaBackend(kernels)
     backend.warmup()
     if kernels.blas is not None:
+        t0 = time.perf_counter()   # the callback compiles too (0.07 s; its loop is cached)
         backend.blas_on_numba_threads = share_threads(kernels.blas, backend.threads())
+        backend.compile_seconds += time.perf_counter() - t0
     if backend.blas_on_numba_threads:
         kernels.pool = "awake"   # one pool for the step: its threads spin between kernels
     return backend
