@@ -226,7 +226,8 @@ def share_threads(blas: OpenBLAS, threads: int) -> bool:
         return False
     if register is None or layer != "omp":
         return False
-    blas.set_num_threads(threads)   # never more jobs than Numba has threads
+    # never more jobs than Numba has threads; fewer if OpenBLAS was told so (OPENBLAS_NUM_THREADS)
+    blas.set_num_threads(min(threads, blas.num_threads()))
     global _callback   # kept alive: OpenBLAS holds its address
     _callback = _threads_callback()
     register(ctypes.c_void_p(_callback.address))

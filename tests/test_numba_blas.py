@@ -158,3 +158,14 @@ def test_python_threads_share_the_pool(numba_backend, tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-2:] == ["0", str(numba_backend.kernels.blas.num_threads())]
+
+
+def test_openblas_num_threads_is_respected(numba_backend, tmp_path):
+    # a user who limits OpenBLAS (OPENBLAS_NUM_THREADS=1) keeps that limit when BLAS moves to Numba's pool
+    script = ("from tinylm import backends; b = backends.set_backend('numba'); "
+              "print(b.kernels.blas.num_threads(), b.threads())")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["1", str(numba_backend.threads())]
