@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shlex
 import sys
 
@@ -31,16 +30,6 @@ from tinylm.errors import ConfigError, TinyLMError
 SHRINK = "try a smaller --batch-size, --block-size or model (--n-layer, --n-embd)"
 
 
-def _exit_interrupted(message: str) -> None:
-    """One line, exit 130, at once. Not sys.exit: after a Ctrl-C caught here the interpreter
-    sometimes ends the process by SIGINT instead (exit -2 after "aborted": 2 of 100
-    interrupts 0.2 s into start-up); the command's own files are closed by then."""
-    echo_err(message)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(130)
-
-
 class TinyLMGroup(click.Group):
     """Turns every anticipated failure into one line on stderr and an exit code."""
 
@@ -50,7 +39,8 @@ class TinyLMGroup(click.Group):
             rv = super().main(args=args, prog_name=prog_name or "tinylm",
                               standalone_mode=False, **extra)
         except click.exceptions.Abort:
-            _exit_interrupted("aborted")
+            echo_err("aborted")
+            sys.exit(130)
         except click.UsageError as exc:
             where = f"; see 'tinylm {exc.ctx.info_name} --help'" if exc.ctx and exc.ctx.parent else \
                 "; see 'tinylm --help'"
@@ -76,7 +66,8 @@ class TinyLMGroup(click.Group):
             echo_err(f"error: out of GPU memory ({detail}); {SHRINK}")
             sys.exit(1)
         except KeyboardInterrupt:
-            _exit_interrupted("interrupted")
+            echo_err("interrupted")
+            sys.exit(130)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
