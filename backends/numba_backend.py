@@ -59,7 +59,11 @@ class NumbaBackend(Backend):
     def __init__(self, kernels):
         super().__init__(np, kernels)
         self.compile_seconds: float | None = None
-        self.blas_on_numba_threads = False   # NumPy's OpenBLAS runs its jobs on Numba's pool
+
+    @property
+    def blas_on_numba_threads(self) -> bool:
+        """Whether NumPy's OpenBLAS runs its jobs on Numba's pool (numba_blas.share_threads)."""
+        return self.kernels.pool == "awake"
 
     def set_threads(self, n: int) -> None:
         import numba
@@ -130,7 +134,7 @@ def create() -> Backend:
     from .numba_kernels import NumbaKernels
 
     kernels = NumbaKernels()
-    if kernels.blas is None or kernels.blas.symbol("openblas_set_threads_callback_function") is None:
+    if kernels.blas is None or not kernels.blas.takes_threads_callback:
         # BLAS keeps its own pool: OpenMP threads that spin-wait after a kernel would steal
         # the cores the next BLAS call needs (measured: steps 5x slower), so they sleep
         # (~10 us per kernel). Read when Numba starts its OpenMP pool, at the first kernel.
@@ -140,8 +144,7 @@ def create() -> Backend:
     backend.warmup()
     if kernels.blas is not None:
         t0 = time.perf_counter()   # the callback compiles too (0.07 s; its loop is cached)
-        backend.blas_on_numba_threads = share_threads(kernels.blas, backend.threads())
+        if share_threads(kernels.blas, backend.threads()):
+            kernels.pool = "awake"   # one pool for the step: its threads spin between kernels
         backend.compile_seconds += time.perf_counter() - t0
-    if backend.blas_on_numba_threads:
-        kernels.pool = "awake"   # one pool for the step: its threads spin between kernels
     return backend

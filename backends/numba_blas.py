@@ -53,6 +53,11 @@ class OpenBLAS:
     def symbol(self, name: str):
         return getattr(self.lib, self.prefix + name + self.suffix, None)
 
+    @property
+    def takes_threads_callback(self) -> bool:
+        """Whether this OpenBLAS (0.3.27+) can hand its threaded work to the caller's threads."""
+        return self.symbol("openblas_set_threads_callback_function") is not None
+
     def set_num_threads(self, n: int) -> None:
         self.symbol("openblas_set_num_threads")(ctypes.c_int(n))
 
@@ -87,8 +92,6 @@ def _numpy_naming() -> tuple[str, str, int] | None:
     """(symbol prefix, suffix, int bits) of the OpenBLAS NumPy was built with, from its
     build configuration: the wheels' scipy-openblas prefixes ``scipy_`` and, with 64-bit
     ints, suffixes ``64_``; a plain OpenBLAS neither. None for another BLAS."""
-    import numpy as np
-
     try:
         blas = np.__config__.CONFIG["Build Dependencies"]["blas"]
     except (AttributeError, KeyError, TypeError):
@@ -127,6 +130,13 @@ def find_openblas() -> OpenBLAS | None:
 
 
 # -- gemm from inside a kernel ---------------------------------------------------------
+def _int_as(builder, value, ty):
+    """An LLVM integer ``value`` as integer type ``ty`` (truncated or sign-extended)."""
+    if value.type.width == ty.width:
+        return value
+    return builder.trunc(value, ty) if value.type.width > ty.width else builder.sext(value, ty)
+
+
 @intrinsic
 def gemm(typingctx, fn, int_like, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     """C = alpha op(A) op(B) + beta C, row major, by the cblas_?gemm at address ``fn``.
@@ -145,9 +155,7 @@ def gemm(typingctx, fn, int_like, trans_a, trans_b, m, n, k, alpha, a, lda, b, l
                                                blasint, ptr, blasint, real, ptr, blasint])
 
         def to(value, ty):
-            if value.type.width == ty.width:
-                return value
-            return builder.trunc(value, ty) if value.type.width > ty.width else builder.sext(value, ty)
+            return _int_as(builder, value, ty)
 
         fn_, _, ta, tb, m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_ = args
         builder.call(builder.inttoptr(fn_, fnty.as_pointer()),
@@ -171,8 +179,7 @@ def _run_job(typingctx, dojob, position, job, arg):
         fnty = ir.FunctionType(ir.VoidType(), [i32, void_ptr, i32])
         dojob_, position_, job_, arg_ = args
         builder.call(builder.inttoptr(dojob_, fnty.as_pointer()),
-                     [builder.trunc(position_, i32) if position_.type.width > 32 else position_,
-                      builder.inttoptr(job_, void_ptr), arg_])
+                     [_int_as(builder, position_, i32), builder.inttoptr(job_, void_ptr), arg_])
         return context.get_dummy_value()
     return sig, codegen
 
@@ -219,13 +226,13 @@ def share_threads(blas: OpenBLAS, threads: int) -> bool:
     workqueue layer would abort on the second; tbb does not promise the first).
     Returns whether it was done.
     """
-    register = blas.symbol("openblas_set_threads_callback_function")
     try:
         layer = numba.threading_layer()   # known once a parallel kernel has run
     except ValueError:
         return False
-    if register is None or layer != "omp":
+    if not blas.takes_threads_callback or layer != "omp":
         return False
+    register = blas.symbol("openblas_set_threads_callback_function")
     # never more jobs than Numba has threads; fewer if OpenBLAS was told so (OPENBLAS_NUM_THREADS)
     blas.set_num_threads(min(threads, blas.num_threads()))
     global _callback   # kept alive: OpenBLAS holds its address
