@@ -24,6 +24,14 @@ def numba_backend():
     return backend
 
 
+def _fresh_process(script: str, cwd, env=None) -> list[str]:
+    """Run ``script`` in a new Python (a timeout, so that a hang fails); its stdout's words."""
+    done = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()
+
+
 def test_numpy_openblas_is_found_with_its_gemm(numba_backend):
     blas = numba_backend.kernels.blas
     assert "openblas" in blas.path.lower()
@@ -95,10 +103,8 @@ def test_a_product_completes_when_numba_threads_are_lowered_behind_the_backend(n
     # they would hang (in a fresh process, with a timeout, so that a regression fails)
     if numba_backend.threads() < 2:
         pytest.skip("needs two threads")
-    done = subprocess.run([sys.executable, "-c", LOWERED_THREADS], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-2:] == [str(numba_backend.blas_on_numba_threads), "768.0"]
+    words = _fresh_process(LOWERED_THREADS, tmp_path)
+    assert words[-2:] == [str(numba_backend.blas_on_numba_threads), "768.0"]
 
 
 FORKED_CHILD = r"""
@@ -118,10 +124,7 @@ print(os.waitpid(pid, 0)[1])
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_can_still_multiply(numba_backend, tmp_path):
-    done = subprocess.run([sys.executable, "-c", FORKED_CHILD], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-1] == "0", done.stderr[-2000:]   # the child's exit status
+    assert _fresh_process(FORKED_CHILD, tmp_path)[-1] == "0"   # the child's exit status
 
 
 PYTHON_THREADS = r"""
@@ -154,10 +157,8 @@ print(len(wrong), kernels.blas.num_threads())
 def test_python_threads_share_the_pool(numba_backend, tmp_path):
     # products and attention from several Python threads at once: same bits, no hang, and
     # OpenBLAS's thread count back where it was once every attention kernel is done
-    done = subprocess.run([sys.executable, "-c", PYTHON_THREADS], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-2:] == ["0", str(numba_backend.kernels.blas.num_threads())]
+    words = _fresh_process(PYTHON_THREADS, tmp_path)
+    assert words[-2:] == ["0", str(numba_backend.kernels.blas.num_threads())]
 
 
 def test_openblas_num_threads_is_respected(numba_backend, tmp_path):
@@ -165,7 +166,4 @@ def test_openblas_num_threads_is_respected(numba_backend, tmp_path):
     script = ("from tinylm import backends; b = backends.set_backend('numba'); "
               "print(b.kernels.blas.num_threads(), b.threads())")
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-2:] == ["1", str(numba_backend.threads())]
+    assert _fresh_process(script, tmp_path, env)[-2:] == ["1", str(numba_backend.threads())]
